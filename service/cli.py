@@ -1,0 +1,56 @@
+"""The ``irtrack`` command line: one entry point whose subcommands live beside what they run."""
+
+from pathlib import Path
+
+import typer
+
+from bench.model_throughput import bench_models
+from models.evaluate import eval_command
+from service.demo import demo_command
+from service.server import serve_command
+from service.track_eval import eval_tracks
+
+app = typer.Typer(
+    help="Real-time infrared small-target detection and tracking.", no_args_is_help=True
+)
+bench_app = typer.Typer(help="Benchmarks that print tables and write JSON.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+bench_app.command("models")(bench_models)
+app.command("eval")(eval_command)
+app.command("eval-tracks")(eval_tracks)
+app.command("serve")(serve_command)
+app.command("demo")(demo_command)
+
+
+@app.command()
+def export(
+    model: str = typer.Option("sd2net", help="sd2net or lrrnet"),
+    out: Path = typer.Option(..., help="ONNX file to write"),
+    weights: Path | None = typer.Option(None, help="safetensors weights (default: shipped)"),
+    height: int = 256,
+    width: int = 256,
+) -> None:
+    """Export a single-frame detector to ONNX and check it against PyTorch with ONNX Runtime."""
+    import torch
+
+    from models import load_model
+    from models.export import export_onnx, onnx_max_difference
+
+    detector, _ = load_model(model, weights)
+    path = export_onnx(detector, out, height, width)
+    difference = onnx_max_difference(detector, path, torch.rand(2, 1, height, width))
+    typer.echo(f"wrote {path}; max |onnxruntime - torch| = {difference:.2e}")
+
+
+@app.command()
+def info() -> None:
+    """List the registered detectors with parameter counts and shipped weights."""
+    from models import MODEL_INFO, build_model
+
+    for name, entry in MODEL_INFO.items():
+        params = sum(p.numel() for p in build_model(name).parameters())
+        weights = entry.default_weights_path
+        typer.echo(
+            f"{name:8s} {params:>10,d} params  frames={entry.frames}  multiple={entry.size_multiple}"
+            f"  weights={weights.name if weights else 'none (random init)'}"
+        )
