@@ -2,10 +2,14 @@
 
 from pathlib import Path
 
+import torch
 import typer
 
 from bench.model_throughput import bench_models
+from models import MODEL_INFO, build_model, load_model
 from models.evaluate import eval_command
+from models.export import export_onnx, onnx_max_difference
+from models.training import train_command
 from service.demo import demo_command
 from service.server import serve_command
 from service.track_eval import eval_tracks
@@ -17,6 +21,7 @@ bench_app = typer.Typer(help="Benchmarks that print tables and write JSON.", no_
 app.add_typer(bench_app, name="bench")
 bench_app.command("models")(bench_models)
 app.command("eval")(eval_command)
+app.command("train")(train_command)
 app.command("eval-tracks")(eval_tracks)
 app.command("serve")(serve_command)
 app.command("demo")(demo_command)
@@ -31,11 +36,6 @@ def export(
     width: int = 256,
 ) -> None:
     """Export a single-frame detector to ONNX and check it against PyTorch with ONNX Runtime."""
-    import torch
-
-    from models import load_model
-    from models.export import export_onnx, onnx_max_difference
-
     detector, _ = load_model(model, weights)
     path = export_onnx(detector, out, height, width)
     difference = onnx_max_difference(detector, path, torch.rand(2, 1, height, width))
@@ -43,14 +43,23 @@ def export(
 
 
 @app.command()
-def info() -> None:
-    """List the registered detectors with parameter counts and shipped weights."""
-    from models import MODEL_INFO, build_model
-
+def info(
+    markdown: Path | None = typer.Option(None, help="also write the table as markdown here"),
+) -> None:
+    """List the registered detectors with parameter counts, input layout and shipped weights."""
+    lines = [
+        "| model | parameters | frames per window | size multiple | shipped weights |",
+        "|---|---:|---:|---:|---|",
+    ]
     for name, entry in MODEL_INFO.items():
         params = sum(p.numel() for p in build_model(name).parameters())
         weights = entry.default_weights_path
-        typer.echo(
-            f"{name:8s} {params:>10,d} params  frames={entry.frames}  multiple={entry.size_multiple}"
-            f"  weights={weights.name if weights else 'none (random init)'}"
+        lines.append(
+            f"| {name} | {params:,d} | {entry.frames} | {entry.size_multiple} | "
+            f"{weights.name if weights else 'none yet (random init)'} |"
         )
+    table = "\n".join(lines) + "\n"
+    typer.echo(table, nl=False)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(f"Written by `irtrack info --markdown`.\n\n{table}")

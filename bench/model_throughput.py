@@ -1,0 +1,255 @@
+"""Model throughput: median latency per batch and frames/s of each detector, model alone.
+
+Measures the network's forward pass only (no decoding, padding or post-processing), in eval mode
+under ``torch.inference_mode``, on random frames in [0, 1] of each model's input layout
+((B, 1, H, W), or (B, 5, H, W) windows for STD2Net, where one "frame" = one output frame). Each
+row: warm-up runs (they absorb allocator and kernel-selection costs), then timed runs until
+``repeats`` runs or ``row_budget_s`` seconds, whichever comes first (at least one). Rows whose
+predicted single-run time (scaled linearly in pixels x batch from the largest row already measured
+for that model) exceeds ``max_run_s`` are reported as skipped rather than stalling the run; this
+keeps the default CPU run of ``irtrack bench models`` to a few minutes on a 2-core machine.
+
+Tables for the README come from ``--markdown PATH``, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from torch import nn
+
+from models import build_model, model_info
+
+DEFAULT_MODELS = ("sd2net", "std2net", "lrrnet")
+DEFAULT_SIZES = ((256, 256), (512, 640))  # (H, W)
+DEFAULT_BATCHES = (1, 8)
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """'512x640' -> (512, 640): height first, as tensors are laid out."""
+    height, _, width = size.lower().partition("x")
+    try:
+        return int(height), int(width)
+    except ValueError:
+        raise ValueError(f"size must look like HEIGHTxWIDTH (e.g. 512x640), got {size!r}") from None
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers were measured on: they mean little without it."""
+    cpu_model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": cpu_model,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        # Other processes on the machine slow every row; the 1-minute load average says how much.
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_run(model: nn.Module, frames: torch.Tensor) -> float:
+    """Seconds for one forward pass, including the wait for the GPU."""
+    _synchronize(frames.device)
+    start = time.perf_counter()
+    model(frames)
+    _synchronize(frames.device)
+    return time.perf_counter() - start
+
+
+def _predicted_run_s(measured: list[dict[str, Any]], workload: int) -> float | None:
+    """Linear extrapolation from the largest measured workload (pixels x batch) of one model."""
+    done = [row for row in measured if row["median_ms"] is not None]
+    if not done:
+        return None
+    largest = max(done, key=lambda row: row["height"] * row["width"] * row["batch"])
+    scale = workload / (largest["height"] * largest["width"] * largest["batch"])
+    return float(largest["median_ms"]) / 1000 * scale
+
+
+def run_model_benchmark(
+    models: Sequence[str] = DEFAULT_MODELS,
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: str = "cpu",
+    dtypes: Sequence[str] | None = None,
+    row_budget_s: float = 4.0,
+    max_run_s: float | None = 15.0,
+) -> list[dict[str, Any]]:
+    """One row per (model, dtype, size, batch), smallest workloads first.
+
+    ``dtypes`` defaults to fp32 on CPU and fp32 + fp16 on CUDA (weights and input cast to the
+    dtype). ``max_run_s=None`` measures every row however long it takes.
+    """
+    torch_device = torch.device(device)
+    if dtypes is None:
+        dtypes = ("fp32", "fp16") if torch_device.type == "cuda" else ("fp32",)
+    generator = torch.Generator().manual_seed(0)
+    rows: list[dict[str, Any]] = []
+    for name in models:
+        for dtype_name in dtypes:
+            dtype = DTYPES[dtype_name]
+            model = build_model(name).eval().to(device=torch_device, dtype=dtype)
+            frames_per_sample = model_info(name).frames
+            size_multiple = model_info(name).size_multiple
+            measured: list[dict[str, Any]] = []
+            for height, width in sorted(sizes, key=lambda hw: hw[0] * hw[1]):
+                if height % size_multiple or width % size_multiple:
+                    raise ValueError(
+                        f"{name} needs sizes that are multiples of {size_multiple}, "
+                        f"got {height}x{width}"
+                    )
+                for batch in sorted(batches):
+                    row: dict[str, Any] = {
+                        "model": name,
+                        "device": str(torch_device),
+                        "dtype": dtype_name,
+                        "batch": batch,
+                        "frames_per_sample": frames_per_sample,
+                        "height": height,
+                        "width": width,
+                        "warmup": 0,
+                        "runs": 0,
+                        "median_ms": None,
+                        "fps": None,
+                        "skipped": None,
+                    }
+                    predicted = _predicted_run_s(measured, height * width * batch)
+                    if max_run_s is not None and predicted is not None and predicted > max_run_s:
+                        row["skipped"] = (
+                            f"predicted {predicted:.0f} s per run > {max_run_s:g} s limit"
+                        )
+                    else:
+                        frames = torch.rand(
+                            batch, frames_per_sample, height, width, generator=generator
+                        ).to(device=torch_device, dtype=dtype)
+                        row.update(_measure(model, frames, repeats, warmup, row_budget_s))
+                        measured.append(row)
+                    rows.append(row)
+    return rows
+
+
+def _measure(
+    model: nn.Module, frames: torch.Tensor, repeats: int, warmup: int, row_budget_s: float
+) -> dict[str, Any]:
+    with torch.inference_mode():
+        for _ in range(warmup):
+            _timed_run(model, frames)
+        durations: list[float] = []
+        while len(durations) < max(repeats, 1) and (not durations or sum(durations) < row_budget_s):
+            durations.append(_timed_run(model, frames))
+    median_s = statistics.median(durations)
+    return {
+        "warmup": warmup,
+        "runs": len(durations),
+        "median_ms": median_s * 1000,
+        "fps": frames.shape[0] / median_s,
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    """The README table, with the machine it was measured on."""
+    gpu = f", GPU {machine['gpu']}" if "gpu" in machine else ""
+    lines = [
+        f"Measured {machine['date']} on {machine['cpu']} ({machine['torch_threads']} torch "
+        f"threads{gpu}, load average {machine['load_average_1min']}), torch {machine['torch']}; "
+        "model forward only, eval mode, median of the timed runs.",
+        "",
+        "| model | device | dtype | batch | H x W | runs | median ms / batch | frames/s |",
+        "|---|---|---|---:|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        size = f"{row['height']} x {row['width']}"
+        head = f"| {row['model']} | {row['device']} | {row['dtype']} | {row['batch']} | {size} |"
+        if row["skipped"]:
+            lines.append(f"{head} 0 | skipped: {row['skipped']} | - |")
+        else:
+            lines.append(f"{head} {row['runs']} | {row['median_ms']:.1f} | {row['fps']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_models(
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Model name; repeat for several (default: all three)."),
+    ] = None,
+    sizes: Annotated[
+        list[str] | None,
+        typer.Option("--size", help="HEIGHTxWIDTH; repeat (default: 256x256, 512x640)."),
+    ] = None,
+    batches: Annotated[
+        list[int] | None,
+        typer.Option("--batch", "-b", help="Batch size; repeat (default: 1 and 8)."),
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Most timed runs per row.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before timing each row.")] = 1,
+    device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "cpu",
+    row_budget: Annotated[
+        float, typer.Option(help="Stop timing a row after this many seconds (>= 1 run).")
+    ] = 4.0,
+    max_run_seconds: Annotated[
+        float,
+        typer.Option(help="Skip rows predicted to need longer per run; 0 = measure everything."),
+    ] = 15.0,
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads (default: torch's own choice).")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write rows here.")] = None,
+    markdown_path: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the markdown table here.")
+    ] = None,
+) -> None:
+    """Benchmark the detectors' forward pass: median latency per batch and frames/s."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    rows = run_model_benchmark(
+        models=models or DEFAULT_MODELS,
+        sizes=[parse_size(size) for size in sizes] if sizes else DEFAULT_SIZES,
+        batches=batches or DEFAULT_BATCHES,
+        repeats=repeats,
+        warmup=warmup,
+        device=device,
+        row_budget_s=row_budget,
+        max_run_s=max_run_seconds or None,
+    )
+    machine = machine_info(torch.device(device))
+    table = markdown_table(rows, machine)
+    typer.echo(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    if markdown_path is not None:
+        markdown_path.write_text(table)
+
+
+if __name__ == "__main__":
+    typer.run(bench_models)

@@ -1,0 +1,139 @@
+"""``irtrack demo``: the service end to end on one machine, the way a user first meets it.
+
+Starts the service in-process on a free port with the embedded queue (no Redis), streams a real
+thermal clip (``<shared>/data/videos``; frames synthesized from the shared datasets where there
+is no clip) through the WebSocket with :mod:`clients.demo_client`, prints each frame's targets as
+they arrive, and ends with a summary: frames, fps, latency percentiles, targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import cv2
+import httpx
+import numpy as np
+import typer
+
+from clients.demo_client import describe, stream_frames
+from models.paths import DATA_DIR
+from models.preprocess import to_gray
+from service.server import BackgroundServer
+from service.settings import MODEL_NAMES, Settings
+
+VIDEO_DIR = DATA_DIR / "videos"
+SYNTHETIC_SIZE = (512, 640)  # (H, W) of synthesized frames: the clips' size
+
+
+def demo_command(
+    model: Annotated[str, typer.Option(help=f"one of {', '.join(MODEL_NAMES)}")] = "sd2net",
+    frames: Annotated[int, typer.Option(min=1, help="frames to stream")] = 200,
+    video: Annotated[
+        Path | None, typer.Option(help="video file (default: the first clip in data/videos)")
+    ] = None,
+    fps: Annotated[
+        float, typer.Option(help="send at this rate (0: as fast as the service answers)")
+    ] = 0.0,
+    max_width: Annotated[
+        int,
+        typer.Option(
+            help="downscale wider frames to this width, so 200 frames take about a minute on "
+            "2 CPU cores (0: native size, 640x512 for the clips)"
+        ),
+    ] = 320,
+    quiet: Annotated[bool, typer.Option(help="print only the summary")] = False,
+) -> None:
+    """Start the service with the embedded queue and stream a thermal clip over the WebSocket."""
+    clip, source = _load_clip(video, frames)
+    clip = [_fit_width(frame, max_width) for frame in clip]
+    height, width = clip[0].shape
+    typer.echo(f"streaming {len(clip)} frames of {width}x{height} from {source} with {model}")
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        models=[model],
+        default_model=model,
+        warmup_sizes=[f"{width}x{height}"],
+        log_level="warning",
+    )
+    started = time.perf_counter()
+    with BackgroundServer(settings) as server:
+        _wait_until_ready(server.base_url, timeout_s=300)
+        typer.echo(f"service ready at {server.base_url} in {time.perf_counter() - started:.1f} s")
+
+        def show(message: dict[str, object], round_trip_ms: float) -> None:
+            if not quiet:
+                typer.echo(describe(message, round_trip_ms))
+
+        url = f"{server.ws_url}/v1/streams/demo/ws?model={model}"
+        report = asyncio.run(stream_frames(url, clip, window=2, fps=fps, on_message=show))
+        metrics = httpx.get(f"{server.base_url}/metrics").text
+    typer.echo("--- summary ---")
+    typer.echo(report.summary())
+    typer.echo(_frame_counters(metrics))
+
+
+def _load_clip(video: Path | None, count: int) -> tuple[list[np.ndarray], str]:
+    """Up to ``count`` gray frames of the clip, or synthesized ones when there is no clip."""
+    if video is None:
+        clips = sorted(VIDEO_DIR.glob("*.mp4")) if VIDEO_DIR.is_dir() else []
+        video = clips[0] if clips else None
+    if video is not None:
+        return list(_read_video(video, count)), str(video)
+    return _synthesize(count), "synthesized frames (no clip in data/videos)"
+
+
+def _fit_width(frame: np.ndarray, max_width: int) -> np.ndarray:
+    height, width = frame.shape
+    if max_width <= 0 or width <= max_width:
+        return frame
+    size = (max_width, round(height * max_width / width))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def _read_video(path: Path, count: int) -> Iterator[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise typer.BadParameter(f"cannot open video {path}")
+    try:
+        for _ in range(count):
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield to_gray(frame)
+    finally:
+        capture.release()
+
+
+def _synthesize(count: int) -> list[np.ndarray]:
+    """A seeded clip of real targets moving over real backgrounds (models.synthesis)."""
+    from models.synthesis import SequenceConfig, SequenceSource, synthesize_sequence
+
+    datasets = tuple(name for name in ("nudt-sirst", "sirst-v2") if (DATA_DIR / name).is_dir())
+    if not datasets:
+        raise typer.BadParameter(f"no clip in {VIDEO_DIR} and no dataset to synthesize from")
+    source = SequenceSource.from_split("test", datasets=datasets, limit=30)
+    config = SequenceConfig(length=count, size=SYNTHETIC_SIZE, seed=0)
+    return list(synthesize_sequence(config, source).frames)
+
+
+def _wait_until_ready(base_url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{base_url}/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the service was not ready within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def _frame_counters(metrics_text: str) -> str:
+    """The service's own frame accounting (received = processed + dropped + failed)."""
+    totals: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        for name in ("received", "processed", "dropped", "failed"):
+            if line.startswith(f"irtrack_frames_{name}_total"):
+                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return "service counters: " + ", ".join(f"{k} {v:.0f}" for k, v in totals.items())

@@ -1,0 +1,170 @@
+"""The models as the worker runs them: loading, warm-up, and one batched forward pass.
+
+This is the only part of the service that touches torch. Frames of a batch may differ in size as
+long as they pad to the same size: each is replicate-padded to the batch's padded size (exactly
+what ``models.padding`` would do to it alone), run in one call, and its logits cropped back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import load_model, model_info
+from models.padding import crop_to, pad_to_multiple, padded_size
+from models.std2net import STD2Net, StreamState, step_streams
+from models.weights import file_sha256
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """Which file a model loads, decided before anything is built."""
+
+    path: Path | None  # None: random initialisation
+    source: str  # "file" (weights_dir), "shipped" (models/weights) or "random-init"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    module: nn.Module
+    frames: int
+    size_multiple: int
+    parameters: int
+    weights_sha256: str
+    weights_source: str
+
+    @property
+    def streaming(self) -> bool:
+        """Multi-frame models keep a per-stream window of cached features."""
+        return self.frames > 1
+
+
+def choose_weights(settings: Settings) -> dict[str, WeightsChoice]:
+    """The weights file of every configured model; raises if a configured folder lacks one.
+
+    Called at start-up, before the (slow) loading, so a wrong path stops ``irtrack serve`` at once.
+    """
+    choices = {}
+    for name in settings.models:
+        if settings.weights_dir is not None:
+            path = settings.weights_dir / f"{name}.safetensors"
+            if not path.is_file():
+                raise FileNotFoundError(f"IRTRACK_WEIGHTS_DIR has no {path.name} for model {name}")
+            choices[name] = WeightsChoice(path, "file")
+        elif (shipped := model_info(name).default_weights_path) is not None:
+            choices[name] = WeightsChoice(shipped, "shipped")
+        else:
+            choices[name] = WeightsChoice(None, "random-init")
+    return choices
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+class ModelRuntime:
+    """Every configured model, on one device, in one dtype."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.device = resolve_device(settings.device)
+        self.dtype = DTYPES[settings.dtype]
+        self.weights = choose_weights(settings)
+        self.models: dict[str, LoadedModel] = {}
+
+    def load(self) -> None:
+        for name, choice in self.weights.items():
+            torch.manual_seed(self.settings.seed)  # a random-init fallback is the same every start
+            module, _ = load_model(name, choice.path)
+            module = module.to(device=self.device, dtype=self.dtype).eval()
+            if choice.path is None:
+                log.warning(
+                    "NO TRAINED WEIGHTS for %s: serving a RANDOMLY INITIALISED model; its "
+                    "detections are meaningless. Ship models/weights/%s or set IRTRACK_WEIGHTS_DIR",
+                    name,
+                    model_info(name).default_weights,
+                )
+                sha = _state_sha256(module)
+            else:
+                sha = file_sha256(choice.path)
+                log.info("loaded %s from %s (sha256 %s)", name, choice.path, sha[:12])
+            self.models[name] = LoadedModel(
+                name=name,
+                module=module,
+                frames=model_info(name).frames,
+                size_multiple=model_info(name).size_multiple,
+                parameters=sum(p.numel() for p in module.parameters()),
+                weights_sha256=sha,
+                weights_source=choice.source,
+            )
+
+    def warm_up(self) -> None:
+        """Run every model once per warm-up size so first requests do not pay for allocation,
+        kernel selection and lazy initialisation."""
+        for model in self.models.values():
+            for height, width in self.settings.warmup_shapes():
+                frame = np.zeros((height, width), dtype=np.float32)
+                states = [StreamState()] if model.streaming else None
+                self.infer(model.name, [frame], states)
+                log.info("warmed up %s at %dx%d", model.name, width, height)
+
+    def padded_size(self, model: str, size: tuple[int, int]) -> tuple[int, int]:
+        """The (H, W) a frame of ``size`` runs at: frames sharing it can share a batch."""
+        return padded_size(*size, self.models[model].size_multiple)
+
+    def infer(
+        self,
+        model_name: str,
+        frames: Sequence[np.ndarray],
+        states: Sequence[StreamState] | None = None,
+    ) -> list[np.ndarray]:
+        """Logits (H, W) float32 for each normalised frame (H, W) float32 of one padded size.
+
+        ``states`` (one per frame, multi-frame models only) are advanced by one frame each.
+        """
+        model = self.models[model_name]
+        batch = torch.cat(
+            [
+                pad_to_multiple(torch.from_numpy(frame)[None, None], model.size_multiple)
+                for frame in frames
+            ]
+        ).to(device=self.device, dtype=self.dtype)  # (B, 1, Hp, Wp)
+        with torch.inference_mode():
+            if model.streaming:
+                if states is None or len(states) != len(frames):
+                    raise ValueError(f"{model_name} needs one stream state per frame")
+                logits = step_streams(cast(STD2Net, model.module), states, batch)
+            else:
+                logits = model.module(batch)
+        logits = logits.float().cpu()
+        return [crop_to(logits[i, 0], frame.shape).numpy() for i, frame in enumerate(frames)]
+
+    def gpu_memory_bytes(self) -> float:
+        if self.device.type != "cuda":
+            return 0.0
+        return float(torch.cuda.memory_allocated(self.device))
+
+
+def _state_sha256(module: nn.Module) -> str:
+    """A digest of a model's tensors: names random-init weights as a file hash names a file."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes: decode and validate, call the engine, render the answer."""

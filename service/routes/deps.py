@@ -1,0 +1,94 @@
+"""What routes share: the engine, API-key checks, frame query parameters, bounded body reading."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import Depends, Header, Query
+from starlette.requests import HTTPConnection, Request
+
+from service.codecs import FrameLimits, RawLayout, decode_frame
+from service.engine.engine import Engine
+from service.errors import Forbidden, InvalidParameter, TooLarge, Unauthorized
+from service.settings import Settings
+
+STREAM_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+def get_engine(connection: HTTPConnection) -> Engine:
+    engine: Engine = connection.app.state.engine
+    return engine
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+def check_api_key(settings: Settings, key: str | None) -> None:
+    """401 without a key, 403 with a wrong one; nothing to check when no keys are configured."""
+    if not settings.api_keys:
+        return
+    if not key:
+        raise Unauthorized("this service requires an X-API-Key header")
+    # Compare against every key in constant time, so timing reveals neither key nor position.
+    matches = [hmac.compare_digest(key.encode(), valid.encode()) for valid in settings.api_keys]
+    if not any(matches):
+        raise Forbidden("the X-API-Key is not valid")
+
+
+def require_api_key(
+    connection: HTTPConnection, x_api_key: Annotated[str | None, Header()] = None
+) -> None:
+    check_api_key(connection.app.state.settings, x_api_key)
+
+
+class FrameQuery:
+    """Query parameters of the frame endpoints (FastAPI answers 422 for malformed ones)."""
+
+    def __init__(
+        self,
+        model: Annotated[str | None, Query(description="sd2net, std2net or lrrnet")] = None,
+        mask: Annotated[Literal["rle"] | None, Query(description="rle: add the mask")] = None,
+        width: Annotated[int | None, Query(ge=1, description="Raw frames: pixels per row")] = None,
+        height: Annotated[int | None, Query(ge=1, description="Raw frames: rows")] = None,
+        dtype: Annotated[Literal["uint8", "uint16"], Query(description="Raw pixel type")] = "uint8",
+        seq: Annotated[int | None, Query(ge=0, description="Frame number in its stream")] = None,
+        timestamp: Annotated[float | None, Query(description="Capture time, Unix s")] = None,
+    ) -> None:
+        self.model = model
+        self.want_mask = mask == "rle"
+        self.raw = raw_layout(width, height, dtype)
+        self.seq = seq
+        self.timestamp = timestamp
+
+
+def raw_layout(width: int | None, height: int | None, dtype: str) -> RawLayout | None:
+    """Raw pixels when the caller gives the size; an encoded image otherwise."""
+    if width is None and height is None:
+        return None
+    if width is None or height is None:
+        raise InvalidParameter("raw frames need both width and height", code="invalid_parameter")
+    return RawLayout(width, height, "uint16" if dtype == "uint16" else "uint8")
+
+
+def frame_limits(settings: Settings) -> FrameLimits:
+    return FrameLimits(settings.max_body_bytes, settings.max_frame_pixels)
+
+
+async def read_frame(request: Request, query: FrameQuery, settings: Settings) -> np.ndarray:
+    """Read the body without ever holding more than the limit, then decode it."""
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(
+            f"the body has {declared} bytes, the limit is {limit}", code="body_too_large"
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"the body exceeds the limit of {limit} bytes", code="body_too_large")
+    # Decoding a large PNG takes milliseconds: off the event loop, so other streams keep moving.
+    return await asyncio.to_thread(decode_frame, bytes(body), frame_limits(settings), query.raw)

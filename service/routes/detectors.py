@@ -1,0 +1,28 @@
+"""The models this service runs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.routes.deps import EngineDep
+from service.schemas import Error, ModelInfo, ModelList
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models", response_model=ModelList, responses={503: {"model": Error}})
+async def list_models(engine: EngineDep) -> ModelList:
+    return ModelList(
+        models=[
+            ModelInfo(
+                name=model.name,
+                parameters=model.parameters,
+                frames=model.frames,
+                size_multiple=model.size_multiple,
+                weights_sha256=model.weights_sha256,
+                weights_source=model.weights_source,
+                default=model.name == engine.settings.default_model,
+            )
+            for model in engine.models()
+        ]
+    )

@@ -1,0 +1,134 @@
+"""What the API sends back, as pydantic models (FastAPI documents them in the OpenAPI schema).
+
+A frame's answer is one of three messages, told apart by ``type``: ``result`` (the contract's
+result object), ``dropped`` (the live-stream policy or shutdown discarded it) or ``error`` (that
+frame failed; the stream goes on). REST returns a result as the body and the other two as HTTP
+errors; a WebSocket sends all three, one per frame, in the order the frames were sent.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Centroid(BaseModel):
+    x: float = Field(description="Column, in pixels of the frame as sent.")
+    y: float = Field(description="Row, in pixels of the frame as sent.")
+
+
+class BBox(BaseModel):
+    """Inclusive pixel box."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+class Target(BaseModel):
+    track_id: int | None = Field(description="Tracker identity; null without a tracker.")
+    centroid: Centroid
+    bbox: BBox
+    area: int = Field(description="Pixels in the 8-connected component.")
+    score: float = Field(description="Peak probability inside the component.")
+
+
+class LatencyMs(BaseModel):
+    queue: float = Field(description="From receipt to the start of the frame's batch.")
+    inference: float = Field(description="The model call of the frame's batch.")
+    postprocess: float = Field(description="Threshold, components, tracker, mask.")
+    total: float = Field(description="From receipt of the frame to its result being ready.")
+
+
+class MaskRLE(BaseModel):
+    """Uncompressed COCO RLE: column-major runs, the first run counts zeros."""
+
+    size: list[int] = Field(description="[height, width]")
+    counts: list[int]
+
+
+class Result(BaseModel):
+    type: Literal["result"] = "result"
+    stream_id: str | None = Field(description="null for stateless /v1/detect.")
+    seq: int | None = Field(description="The frame's sequence number within its stream.")
+    model: str
+    width: int
+    height: int
+    timestamp: float = Field(description="Client-given timestamp, else the receive time (Unix s).")
+    reset: bool = Field(
+        default=False, description="The stream's window and tracker restarted with this frame."
+    )
+    targets: list[Target]
+    latency_ms: LatencyMs
+    mask: MaskRLE | None = None
+
+
+class Dropped(BaseModel):
+    type: Literal["dropped"] = "dropped"
+    stream_id: str | None
+    seq: int | None
+    reason: str = Field(description="newest_wins, overloaded, stream_deleted or shutdown.")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class Error(BaseModel):
+    """The body of every HTTP error response."""
+
+    error: ErrorDetail
+
+
+class FrameError(BaseModel):
+    """A WebSocket message: this frame failed, the stream goes on."""
+
+    type: Literal["error"] = "error"
+    stream_id: str | None
+    seq: int | None
+    error: ErrorDetail
+
+
+class FrameCounters(BaseModel):
+    received: int
+    processed: int
+    dropped: int
+    failed: int
+
+
+class StreamInfo(BaseModel):
+    stream_id: str
+    model: str
+    width: int | None = Field(description="Frame size fixed by the stream's latest frame.")
+    height: int | None
+    last_seq: int | None
+    created_at: float
+    last_seen: float
+    live_connection: bool = Field(description="A WebSocket is attached to the stream.")
+    waiting: int = Field(description="Frames waiting behind the one being processed.")
+    frames: FrameCounters
+
+
+class StreamList(BaseModel):
+    streams: list[StreamInfo]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    parameters: int
+    frames: int = Field(description="Frames per window (5 for std2net, else 1).")
+    size_multiple: int = Field(description="Frames are padded to this multiple internally.")
+    weights_sha256: str
+    weights_source: str = Field(description="shipped, file, or random-init (untrained!).")
+    default: bool
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,146 @@
+"""The service's configuration: one typed class, read from ``IRTRACK_*`` environment variables.
+
+Every knob has a documented default that runs on a laptop CPU; invalid values fail at start-up
+with pydantic's message naming the variable, never later in the middle of a stream.
+List-valued settings are comma-separated in the environment (``IRTRACK_API_KEYS=key1,key2``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MODEL_NAMES = ("sd2net", "std2net", "lrrnet")
+
+
+class Settings(BaseSettings):
+    """All service settings; the environment variable is ``IRTRACK_`` + the upper-cased name."""
+
+    model_config = SettingsConfigDict(env_prefix="IRTRACK_", extra="ignore")
+
+    # --- network -------------------------------------------------------------------------------
+    host: str = Field(
+        default="127.0.0.1", description="Interface to bind (0.0.0.0 inside a container)."
+    )
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port (0 = any free port).")
+
+    # --- models --------------------------------------------------------------------------------
+    models: Annotated[list[str], NoDecode] = Field(
+        default=list(MODEL_NAMES), description="Models to load at start-up, comma-separated."
+    )
+    default_model: str = Field(
+        default="sd2net", description="Model used when a request names none."
+    )
+    weights_dir: Path | None = Field(
+        default=None,
+        description="Folder with <model>.safetensors; unset = the weights shipped in "
+        "models/weights/ (random init with a loud warning where none is shipped).",
+    )
+    device: str = Field(
+        default="auto", description="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1'."
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32", description="Inference dtype; reduced precision only pays off on a GPU."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for torch; unset = torch's default."
+    )
+    seed: int = Field(
+        default=0, description="Seed for the random-init fallback, so restarts agree."
+    )
+    warmup_sizes: Annotated[list[str], NoDecode] = Field(
+        default=["256x256"],
+        description="Frame sizes WIDTHxHEIGHT run once per model before /readyz turns 200.",
+    )
+
+    # --- batching ------------------------------------------------------------------------------
+    max_batch: int = Field(default=8, ge=1, description="Most frames in one model call.")
+    max_wait_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="Longest a frame waits for batch-mates before its batch runs.",
+    )
+
+    # --- live-stream policy and limits ---------------------------------------------------------
+    stream_queue_depth: int = Field(
+        default=2,
+        ge=1,
+        description="Frames a stream may have waiting behind the one being processed; beyond it "
+        "the newest frame wins (WebSocket) or the caller gets 429 (REST).",
+    )
+    global_queue_limit: int = Field(
+        default=64,
+        ge=1,
+        description="Frames admitted but not yet answered, over all streams and callers.",
+    )
+    max_streams: int = Field(default=64, ge=1, description="Concurrent streams with state.")
+    stream_idle_ttl_s: float = Field(
+        default=300.0, gt=0, description="A stream with no frame for this long is freed."
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Largest request body / WebSocket message."
+    )
+    max_frame_pixels: int = Field(
+        default=2048 * 2048, ge=1, description="Largest width*height, checked before decoding."
+    )
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 429 and 503.")
+
+    # --- post-processing -----------------------------------------------------------------------
+    threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="Probability above which a pixel is on."
+    )
+    min_area: int = Field(
+        default=1, ge=1, description="Smallest component (pixels) reported as a target."
+    )
+
+    # --- security ------------------------------------------------------------------------------
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted X-API-Key values, comma-separated; empty = no authentication.",
+    )
+
+    log_level: str = Field(default="info", description="Python logging level name.")
+
+    @field_validator("models", "warmup_sizes", "api_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        """Accept ``"a,b"`` from the environment as well as a real list from Python code."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("warmup_sizes")
+    @classmethod
+    def _sizes_are_width_x_height(cls, sizes: list[str]) -> list[str]:
+        for size in sizes:
+            parse_size(size)
+        return sizes
+
+    @model_validator(mode="after")
+    def _models_are_known(self) -> Settings:
+        unknown = sorted(set(self.models) - set(MODEL_NAMES))
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; choose from {list(MODEL_NAMES)}")
+        if not self.models:
+            raise ValueError("IRTRACK_MODELS must name at least one model")
+        if self.default_model not in self.models:
+            raise ValueError(
+                f"default_model {self.default_model!r} is not among the loaded models {self.models}"
+            )
+        return self
+
+    def warmup_shapes(self) -> list[tuple[int, int]]:
+        """The warm-up sizes as (height, width)."""
+        return [parse_size(size) for size in self.warmup_sizes]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"640x512"`` (width x height, the way cameras name sizes) -> ``(512, 640)`` = (H, W)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 640x512")
+    width, height = (int(p) for p in parts)
+    return height, width

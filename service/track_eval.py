@@ -1,0 +1,301 @@
+"""``irtrack eval-tracks``: MOTA, IDF1 and ID switches of detector + tracker on synthesized clips.
+
+Each clip of :func:`models.synthesis.fixed_eval_set` (fixed seed; crossing, fading, clutter, pan,
+target-free... scenarios) goes frame by frame through exactly what the service runs for a stream:
+the detector (STD2Net streams through its ring buffer, :func:`models.std2net.step_streams`;
+single-frame models see each frame alone), :func:`models.postprocess.find_components` and one
+:class:`service.tracking.PointTracker`. A hypothesis is a detection with a confirmed track id, at
+the detection's centroid: what a client receives (unconfirmed detections carry no id, and a track
+coasting through a miss reports nothing). py-motmetrics scores hypotheses against the clips'
+ground-truth target centroids with point distance and a 3 px gate (``max_d2 = 9``), so that a
+track hit means what a Pd hit means (``shared/specs/metrics.md``).
+
+The ``masks`` detector turns the ground-truth masks themselves into components: the score of the
+tracker alone, the ceiling for every model (crossing targets still merge into one component).
+
+It lives in ``service`` because it scores the service's tracker; it only reads ``models``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Sequence as SequenceOf
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import motmetrics as mm
+import numpy as np
+import torch
+import typer
+
+from models.evaluate import describe_machine
+from models.metrics import DEFAULT_THRESHOLD, MATCH_DISTANCE
+from models.padding import SizedModel, run_padded
+from models.postprocess import find_components, sigmoid
+from models.registry import build_model, load_model, model_info
+from models.std2net import STD2Net, StreamState, step_streams
+from models.synthesis import EVAL_SEED, Sequence, fixed_eval_set
+from models.weights import file_sha256
+from service.tracking import PointTracker, TrackerSettings
+
+MASKS = "masks"  # the ground-truth detector: scores the tracker alone
+DEFAULT_DETECTORS = (MASKS, "sd2net", "std2net")
+METRICS = ("mota", "idf1", "num_switches", "num_false_positives", "num_misses", "num_objects")
+
+
+@dataclass(frozen=True)
+class TrackPoint:
+    """One tracked (or ground-truth) point of one frame."""
+
+    track_id: int
+    x: float  # column, px
+    y: float  # row, px
+
+
+FramePoints = SequenceOf[TrackPoint]
+Detector = Callable[[Sequence], Iterator[np.ndarray]]  # a clip -> its probability maps, in order
+
+
+def accumulate(
+    truth: SequenceOf[FramePoints],
+    hypotheses: SequenceOf[FramePoints],
+    max_distance_px: float = MATCH_DISTANCE,
+) -> mm.MOTAccumulator:
+    """Frame-by-frame MOT events of one clip (point distance, matches only within the gate)."""
+    if len(truth) != len(hypotheses):
+        raise ValueError(f"{len(truth)} ground-truth frames but {len(hypotheses)} tracked frames")
+    accumulator = mm.MOTAccumulator(auto_id=True)
+    for objects, hyps in zip(truth, hypotheses, strict=True):
+        distances = mm.distances.norm2squared_matrix(
+            np.array([(p.x, p.y) for p in objects]).reshape(-1, 2),
+            np.array([(p.x, p.y) for p in hyps]).reshape(-1, 2),
+            max_d2=max_distance_px**2,
+        )
+        accumulator.update([p.track_id for p in objects], [p.track_id for p in hyps], distances)
+    return accumulator
+
+
+def summarize(accumulators: Mapping[str, mm.MOTAccumulator]) -> dict[str, dict[str, float]]:
+    """MOTA, IDF1, ID switches, FP, FN and ground-truth count per clip and ``"overall"`` (all
+    clips' events pooled, not an average of per-clip ratios)."""
+    table = mm.metrics.create().compute_many(
+        list(accumulators.values()),
+        metrics=list(METRICS),
+        names=list(accumulators),
+        generate_overall=True,
+    )
+    rows = {str(name): {m: float(row[m]) for m in METRICS} for name, row in table.iterrows()}
+    rows["overall"] = rows.pop("OVERALL")
+    return rows
+
+
+def ground_truth(sequence: Sequence) -> list[list[TrackPoint]]:
+    """Per frame, the clip's targets as points (a fading target stays a target: it is there)."""
+    return [[TrackPoint(t.target_id, t.x, t.y) for t in frame] for frame in sequence.targets]
+
+
+def track(
+    probabilities: Iterator[np.ndarray],
+    settings: TrackerSettings,
+    threshold: float = DEFAULT_THRESHOLD,
+    min_area: int = 1,
+) -> list[list[TrackPoint]]:
+    """Components of each probability map through one fresh tracker; per frame, the detections
+    with a confirmed id, at their centroids."""
+    tracker = PointTracker(settings)
+    frames: list[list[TrackPoint]] = []
+    for seq, prob in enumerate(probabilities):
+        components = find_components(prob, threshold, min_area)
+        assignments = tracker.update([(c.centroid_x, c.centroid_y) for c in components], seq=seq)
+        frames.append(
+            [
+                TrackPoint(a.track_id, c.centroid_x, c.centroid_y)
+                for c, a in zip(components, assignments, strict=True)
+                if a.track_id is not None
+            ]
+        )
+    return frames
+
+
+def mask_detector(sequence: Sequence) -> Iterator[np.ndarray]:
+    """The ground-truth masks as certain probability maps."""
+    for mask in sequence.masks:
+        yield mask.astype(np.float32)
+
+
+def model_detector(model: torch.nn.Module, device: torch.device) -> Detector:
+    """Frame-by-frame probabilities of ``model`` (in eval mode, on ``device``)."""
+
+    @torch.inference_mode()
+    def detect(sequence: Sequence) -> Iterator[np.ndarray]:
+        forward = _clip_forward(model)
+        for frame in sequence.frames:
+            x = torch.from_numpy(frame.astype(np.float32) / 255.0).to(device)[None, None]
+            yield sigmoid(forward(x)[0, 0].float().cpu().numpy())
+
+    return detect
+
+
+def _clip_forward(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A fresh forward for one clip: a multi-frame model streams it through a new ring buffer
+    (the service's path); a single-frame model sees one frame at a time."""
+    if isinstance(model, STD2Net):
+        state = StreamState(window=model.frames)
+        return lambda x: step_streams(model, [state], x)
+    return lambda x: run_padded(cast(SizedModel, model), x)
+
+
+def evaluate(
+    detector: Detector,
+    sequences: SequenceOf[Sequence],
+    settings: TrackerSettings,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> dict[str, dict[str, float]]:
+    """Scores of ``detector`` + tracker per clip (by clip name) and overall."""
+    accumulators = {
+        sequence.name or f"clip-{index}": accumulate(
+            ground_truth(sequence), track(detector(sequence), settings, threshold)
+        )
+        for index, sequence in enumerate(sequences)
+    }
+    return summarize(accumulators)
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    """Overall scores, one row per detector, then MOTA / IDF1 / ID switches per clip, and a line
+    naming the data, threshold, tracker settings, date and machine behind the figures."""
+    detectors: dict[str, Any] = report["detectors"]
+    lines = [
+        "| detector | weights (sha256) | MOTA | IDF1 | ID switches | FP | FN | targets |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, result in detectors.items():
+        o = result["scores"]["overall"]
+        sha = result.get("weights_sha256")
+        lines.append(
+            f"| {name} | {sha[:12] if sha else result['weights']} | {o['mota']:.3f} "
+            f"| {o['idf1']:.3f} | {o['num_switches']:.0f} | {o['num_false_positives']:.0f} "
+            f"| {o['num_misses']:.0f} | {o['num_objects']:.0f} |"
+        )
+    lines += [
+        "",
+        "| clip | " + " | ".join(f"{name}: MOTA / IDF1 / IDsw" for name in detectors) + " |",
+        "| --- |" + " ---: |" * len(detectors),
+    ]
+    for clip in report["clips"]:
+        cells = [
+            f"{c['mota']:.3f} / {c['idf1']:.3f} / {c['num_switches']:.0f}"
+            for c in (result["scores"][clip] for result in detectors.values())
+        ]
+        lines.append(f"| {clip} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"{report['dataset']}: {len(report['clips'])} clips, {report['frames']} frames; "
+        f"{report['matching']}; threshold {report['threshold']:g}; tracker "
+        + ", ".join(f"{k}={v}" for k, v in report["tracker"].items())
+        + f"; {report['date']}; {report['machine']}.",
+    ]
+    return "\n".join(lines)
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _detector(
+    name: str, weights_dir: Path | None, random_init: bool, seed: int, device: torch.device
+) -> tuple[Detector, dict[str, Any]]:
+    """The detector called ``name`` and what names its weights in the report.
+
+    Weights: ``weights_dir/<name>.safetensors`` if a folder is given, else the shipped file; an
+    untrained model only when asked for, so that one is never scored by accident.
+    """
+    if name == MASKS:
+        return mask_detector, {"weights": "ground-truth masks"}
+    info = model_info(name)
+    if random_init:
+        torch.manual_seed(seed)
+        network = build_model(name).eval()
+        entry: dict[str, Any] = {"weights": f"random-init(seed={seed})", "weights_sha256": None}
+    else:
+        path = weights_dir / f"{name}.safetensors" if weights_dir else info.default_weights_path
+        if path is None or not path.is_file():
+            raise FileNotFoundError(
+                f"no weights for {name} ({path or 'none shipped in models/weights/'}): pass "
+                "--weights-dir, or --random-init to score an untrained model"
+            )
+        network, _ = load_model(name, path)
+        entry = {"weights": str(path), "weights_sha256": file_sha256(path)}
+    return model_detector(network.to(device), device), entry
+
+
+def eval_tracks(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=f"Detectors to score (repeat the option): registry names, or {MASKS!r} (the "
+            f"tracker alone). Default: {', '.join(DEFAULT_DETECTORS)}."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the fixed evaluation clips.")] = EVAL_SEED,
+    split: Annotated[str, typer.Option(help="Split the clips are composed from.")] = "test",
+    length: Annotated[int, typer.Option(min=1, help="Frames per clip.")] = 60,
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder with <model>.safetensors; default: the shipped weights."),
+    ] = None,
+    random_init: Annotated[
+        bool,
+        typer.Option(
+            "--random-init", help="Score untrained models (seeded with --seed): smoke runs."
+        ),
+    ] = False,
+    threshold: Annotated[float, typer.Option(help="Probability threshold.")] = DEFAULT_THRESHOLD,
+    device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda', 'cuda:1'.")] = "auto",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report (per clip) here.")
+    ] = None,
+    markdown_path: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the Markdown table here.")
+    ] = None,
+) -> None:
+    """MOTA, IDF1 and ID switches of detector + tracker on the fixed synthesized clips."""
+    torch_device = _pick_device(device)
+    try:
+        detectors = {
+            name: _detector(name, weights_dir, random_init, seed, torch_device)
+            for name in model or DEFAULT_DETECTORS
+        }
+    except (KeyError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc.args[0]}", err=True)
+        raise typer.Exit(2) from None
+    settings = TrackerSettings()
+    sequences = fixed_eval_set(seed=seed, split=split, length=length)
+    report: dict[str, Any] = {
+        "dataset": "synthesized clips: models.synthesis.fixed_eval_set"
+        f"(seed={seed}, split={split!r}, length={length})",
+        "clips": [s.name for s in sequences],
+        "frames": sum(len(s.frames) for s in sequences),
+        "matching": f"point distance, {MATCH_DISTANCE:g} px gate (motmetrics max_d2="
+        f"{MATCH_DISTANCE**2:g}), hypotheses = detections with a confirmed track id",
+        "threshold": threshold,
+        "tracker": settings.model_dump(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": describe_machine(torch_device),
+        "detectors": {},
+    }
+    for name, (detector, entry) in detectors.items():
+        entry["scores"] = evaluate(detector, sequences, settings, threshold)
+        report["detectors"][name] = entry
+        typer.echo(f"{name}: {json.dumps(entry['scores']['overall'])}", err=True)
+    table = markdown_table(report)
+    typer.echo(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if markdown_path is not None:
+        markdown_path.write_text(table + "\n")

@@ -1,0 +1,150 @@
+"""Training: losses and schedules of the papers, checkpoints, exact resume, best weights."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models import build_model
+from models.paths import DATA_DIR
+from models.training import (
+    BEST_WEIGHTS,
+    CHECKPOINT,
+    LOG,
+    TrainConfig,
+    lrrnet_loss,
+    multistep_schedule,
+    poly_schedule,
+    soft_iou_loss,
+    step_schedule,
+    train,
+)
+from models.weights import load_weights
+
+needs_data = pytest.mark.skipif(
+    not (DATA_DIR / "nudt-sirst").is_dir() or not (DATA_DIR / "sirst-v2").is_dir(),
+    reason=f"shared datasets not found under {DATA_DIR}",
+)
+
+
+def tiny_run(out: Path, **overrides) -> TrainConfig:
+    """8 NUDT-SIRST images at 64x64, batch 4: 2 iterations per epoch, 2 epochs. One thread, so
+    that a busy CI host does not slow the run down with oversubscribed threads."""
+    config = TrainConfig(
+        model="sd2net",
+        data="nudt-sirst",
+        out=out,
+        epochs=2,
+        batch_size=4,
+        size=64,
+        limit=8,
+        threads=1,
+    )
+    return replace(config, **overrides)
+
+
+def test_soft_iou_is_batch_global_or_per_sample_mean():
+    logits = torch.tensor([[[[9.0, -9.0]]], [[[9.0, 9.0]]]])  # (2, 1, 1, 2)
+    mask = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 0.0]]]])
+    p = torch.sigmoid(logits)
+    inter, total = (p * mask).sum(), p.sum() + mask.sum()
+    batch_global = 1 - (inter + 1) / (total - inter + 1)
+    per_image = [
+        1 - ((p[i] * mask[i]).sum() + 1) / (p[i].sum() + mask[i].sum() - (p[i] * mask[i]).sum() + 1)
+        for i in range(2)
+    ]
+    assert torch.isclose(soft_iou_loss(logits, mask), batch_global)
+    assert torch.isclose(
+        soft_iou_loss(logits, mask, per_sample=True), torch.stack(per_image).mean()
+    )
+
+
+def test_lrrnet_loss_gradient_comes_from_soft_iou_and_reconstruction_only():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8, requires_grad=True)
+    reconstruction = torch.rand(2, 1, 8, 8, requires_grad=True)
+    image, mask = torch.rand(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.8).float()
+    total = lrrnet_loss(logits, reconstruction, image, mask)
+    total.backward()
+    assert logits.grad is not None and reconstruction.grad is not None
+    got = (logits.grad.clone(), reconstruction.grad.clone())
+    logits.grad, reconstruction.grad = None, None
+    soft_iou = soft_iou_loss(logits, mask, per_sample=True)
+    mse = ((reconstruction - image) ** 2).mean()
+    (1.8 * soft_iou + 0.1 * mse).backward()
+    assert logits.grad is not None and reconstruction.grad is not None
+    assert torch.allclose(got[0], logits.grad) and torch.allclose(got[1], reconstruction.grad)
+    # the hard L1 indicator is still part of the logged value
+    fraction = (logits > 0).float().mean()
+    assert torch.isclose(total, 1.8 * soft_iou + 0.2 * fraction + 0.1 * mse)
+
+
+def test_schedules_follow_the_papers():
+    assert [multistep_schedule(e, 0, 400, 10) for e in (199, 200, 299, 300)] == pytest.approx(
+        [1.0, 0.1, 0.1, 0.01]
+    )
+    poly = [poly_schedule(0, it, 2, 10) for it in (0, 10, 19)]
+    assert poly[0] == 1.0 and poly[0] > poly[1] > poly[2] > 0
+    assert [step_schedule(e, 0, 20, 10) for e in (0, 2, 3, 6)] == [1.0, 1.0, 0.5, 0.25]
+    assert step_schedule(30, 0, 40, 10) == 0.01  # the floor
+
+
+@needs_data
+@pytest.mark.parametrize("model", ["sd2net", "lrrnet"])  # lrrnet: dropout RNG, per-iteration lr
+def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(tmp_path, model):
+    whole = train(tiny_run(tmp_path / "whole", model=model))
+    assert whole.finished and whole.iteration == 4
+
+    paused = train(
+        tiny_run(tmp_path / "sliced", model=model, stop_after_iterations=1)
+    )  # stops mid-epoch
+    assert not paused.finished and paused.iteration == 1
+    sidecar = json.loads((tmp_path / "sliced" / f"{CHECKPOINT}.json").read_text())
+    assert sidecar["progress"]["iteration"] == 1 and sidecar["progress"]["epoch"] == 0
+    with pytest.raises(FileExistsError):
+        train(tiny_run(tmp_path / "sliced", model=model))  # no silent overwrite without --resume
+    with pytest.raises(ValueError, match="batch_size"):
+        train(tiny_run(tmp_path / "sliced", model=model, resume=True, batch_size=2))
+
+    resumed = train(tiny_run(tmp_path / "sliced", model=model, resume=True))
+    assert resumed.finished and resumed.iteration == 4
+    expected = load_file(str(tmp_path / "whole" / CHECKPOINT))
+    got = load_file(str(tmp_path / "sliced" / CHECKPOINT))
+    weights_and_optimizer = [k for k in expected if not k.startswith("rng/")]
+    assert any(k.startswith("optimizer/") for k in weights_and_optimizer)
+    for key in weights_and_optimizer:
+        assert torch.equal(expected[key], got[key]), key
+    whole_log = [json.loads(line) for line in (tmp_path / "whole" / LOG).read_text().splitlines()]
+    sliced_log = [json.loads(line) for line in (tmp_path / "sliced" / LOG).read_text().splitlines()]
+    assert [e["loss"] for e in whole_log] == [e["loss"] for e in sliced_log]
+    assert [e["lr"] for e in whole_log] == [e["lr"] for e in sliced_log]
+
+    metadata = load_weights(build_model(model), tmp_path / "whole" / BEST_WEIGHTS)
+    assert metadata["split"] == "val" and metadata["dataset"] == "nudt-sirst"
+    best = max(e["val"]["mIoU"] for e in whole_log)
+    assert float(metadata["val_mIoU"]) == pytest.approx(best, abs=1e-4)
+
+
+@needs_data
+def test_std2net_trains_on_synthesized_sequences(tmp_path):
+    config = TrainConfig(
+        model="std2net",
+        data="sequences",
+        out=tmp_path,
+        epochs=1,
+        batch_size=2,
+        size=32,
+        limit=6,
+        epoch_size=4,
+        val_sequence_length=2,
+        threads=1,
+    )
+    result = train(config)
+    assert result.finished and result.iteration == 2
+    (entry,) = [json.loads(line) for line in (tmp_path / LOG).read_text().splitlines()]
+    assert entry["val"]["images"] == 16  # 8 scenarios x 2 frames
+    metadata = load_weights(build_model("std2net"), tmp_path / BEST_WEIGHTS)
+    assert metadata["dataset"] == "sequences"
