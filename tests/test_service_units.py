@@ -1,0 +1,207 @@
+"""The service's small mechanisms on their own: codecs, batcher, settings, frame accounting."""
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from service.codecs import FrameLimits, RawLayout, decode_frame, decode_rle, encode_rle
+from service.engine.batcher import DRAIN_ALL, Batcher
+from service.engine.messages import FrameRequest
+from service.engine.worker import _rounds_without_repeated_streams
+from service.errors import BadFrame, Overloaded, TooLarge, UnsupportedFormat
+from service.metrics import FrameCounters, ServiceMetrics
+from service.settings import Settings
+
+LIMITS = FrameLimits(max_body_bytes=1 << 20, max_frame_pixels=512 * 512)
+
+
+def encoded(image: np.ndarray, ext: str) -> bytes:
+    ok, data = cv2.imencode(ext, image)
+    assert ok
+    return data.tobytes()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims a size its (tiny) body cannot hold: a decompression bomb's shape."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
+    chunk += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00" * 64
+
+
+# --- codecs ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("ext", [".png", ".tiff", ".jpg"])
+def test_encoded_gray_frames_decode_to_their_pixels(ext):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (37, 53), dtype=np.uint8)
+    frame = decode_frame(encoded(image, ext), LIMITS)
+    assert frame.shape == (37, 53) and frame.dtype == np.uint8
+    if ext != ".jpg":  # lossless formats give the exact pixels back
+        np.testing.assert_array_equal(frame, image)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+def test_sixteen_bit_images_stay_sixteen_bit(ext):
+    image = np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50
+    frame = decode_frame(encoded(image, ext), LIMITS)
+    assert frame.dtype == np.uint16
+    np.testing.assert_array_equal(frame, image)
+
+
+def test_colour_images_become_gray():
+    gray = np.random.default_rng(1).integers(0, 255, (20, 30), dtype=np.uint8)
+    frame = decode_frame(encoded(np.dstack([gray, gray, gray]), ".png"), LIMITS)
+    np.testing.assert_array_equal(frame, gray)
+
+
+def test_raw_frames_are_little_endian_row_major():
+    image = np.arange(6 * 4, dtype=np.uint16).reshape(4, 6) * 1000
+    frame = decode_frame(image.astype("<u2").tobytes(), LIMITS, RawLayout(6, 4, "uint16"))
+    np.testing.assert_array_equal(frame, image)
+
+
+@pytest.mark.parametrize(
+    ("body", "raw", "error", "code"),
+    [
+        (b"", None, BadFrame, "empty_body"),
+        (b"not an image at all", None, UnsupportedFormat, "unsupported_format"),
+        (b"\x00" * 99, RawLayout(10, 10, "uint8"), BadFrame, "raw_size_mismatch"),
+        (b"\x00" * 200, RawLayout(10, 10, "uint8"), BadFrame, "raw_size_mismatch"),
+        (b"\x00" * 16, RawLayout(100_000, 100_000), TooLarge, "frame_too_large"),
+        (png_claiming(100_000, 100_000), None, TooLarge, "frame_too_large"),
+        (png_claiming(0, 10), None, BadFrame, "bad_dimensions"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", None, BadFrame, "undecodable"),
+    ],
+)
+def test_bad_frames_are_rejected_with_their_reason(body, raw, error, code):
+    with pytest.raises(error) as caught:
+        decode_frame(body, LIMITS, raw)
+    assert caught.value.code == code
+
+
+def test_truncated_png_is_undecodable():
+    body = encoded(np.full((64, 64), 7, np.uint8), ".png")
+    with pytest.raises(BadFrame):
+        decode_frame(body[: len(body) // 2], LIMITS)
+
+
+def test_oversized_body_is_rejected_before_decoding():
+    with pytest.raises(TooLarge):
+        decode_frame(b"\x00" * (LIMITS.max_body_bytes + 1), LIMITS)
+
+
+def test_rle_is_column_major_and_starts_with_zeros():
+    mask = np.array([[0, 1, 1], [0, 1, 0]], dtype=bool)  # column-major: 0 0 1 1 1 0
+    assert encode_rle(mask) == {"size": [2, 3], "counts": [2, 3, 1]}
+    assert encode_rle(np.ones((2, 2), bool))["counts"] == [0, 4]
+    assert encode_rle(np.zeros((3, 2), bool))["counts"] == [6]
+
+
+def test_rle_round_trips():
+    mask = np.random.default_rng(2).random((31, 17)) > 0.7
+    np.testing.assert_array_equal(decode_rle(encode_rle(mask)), mask)
+
+
+# --- batcher ---------------------------------------------------------------------------------
+def test_a_full_group_is_due_at_once_and_capped_at_max_batch():
+    batcher: Batcher[int] = Batcher(max_batch=3, max_wait_s=10.0)
+    for item in range(4):
+        batcher.add("a", item, now=0.0)
+    assert batcher.seconds_until_due(0.0) == 0.0
+    assert batcher.next_batch(0.0) == ("a", [0, 1, 2])
+    assert batcher.next_batch(0.0) is None  # one left, not full, not old enough
+    assert batcher.seconds_until_due(4.0) == pytest.approx(6.0)
+    assert batcher.next_batch(10.0) == ("a", [3])
+    assert len(batcher) == 0 and batcher.seconds_until_due(10.0) is None
+
+
+def test_groups_never_mix_keys_and_the_oldest_due_group_goes_first():
+    batcher: Batcher[str] = Batcher(max_batch=8, max_wait_s=1.0)
+    batcher.add(("sd2net", 64, 64), "late", now=0.5)
+    batcher.add(("sd2net", 64, 128), "early", now=0.0)
+    batcher.add(("sd2net", 64, 64), "late2", now=0.6)
+    assert batcher.next_batch(1.7) == (("sd2net", 64, 128), ["early"])
+    assert batcher.next_batch(1.7) == (("sd2net", 64, 64), ["late", "late2"])
+
+
+def test_drain_makes_every_group_due():
+    batcher: Batcher[int] = Batcher(max_batch=8, max_wait_s=100.0)
+    batcher.add("a", 1, now=0.0)
+    batcher.add("b", 2, now=0.0)
+    drained = [batcher.next_batch(DRAIN_ALL), batcher.next_batch(DRAIN_ALL)]
+    assert sorted(key for key, _ in drained) == ["a", "b"]
+
+
+def test_a_stream_never_appears_twice_in_one_model_call():
+    def request(stream: str | None, n: int) -> FrameRequest:
+        frame = np.zeros((4, 4), np.uint8)
+        return FrameRequest(f"{stream}{n}", "sd2net", frame, 0.0, 0.0, stream_id=stream)
+
+    batch = [request("a", 1), request("b", 1), request("a", 2), request(None, 1), request("a", 3)]
+    rounds = _rounds_without_repeated_streams(batch)
+    assert [[r.request_id for r in round_] for round_ in rounds] == [
+        ["a1", "b1", "None1"],
+        ["a2"],
+        ["a3"],
+    ]
+
+
+# --- settings ----------------------------------------------------------------------------------
+def test_settings_read_comma_separated_lists_from_the_environment(monkeypatch):
+    monkeypatch.setenv("IRTRACK_API_KEYS", "k1, k2")
+    monkeypatch.setenv("IRTRACK_MODELS", "sd2net,std2net")
+    monkeypatch.setenv("IRTRACK_WARMUP_SIZES", "640x512")
+    settings = Settings()
+    assert settings.api_keys == ["k1", "k2"]
+    assert settings.models == ["sd2net", "std2net"]
+    assert settings.warmup_shapes() == [(512, 640)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"models": "sd2net,yolo"},
+        {"models": "std2net", "default_model": "sd2net"},
+        {"warmup_sizes": "640by512"},
+        {"max_batch": 0},
+    ],
+)
+def test_invalid_settings_fail_at_start_up(bad):
+    with pytest.raises(ValidationError):
+        Settings(**bad)
+
+
+# --- accounting --------------------------------------------------------------------------------
+def test_a_ticket_settles_exactly_once_and_exceptions_settle_it():
+    metrics = ServiceMetrics()
+    counters = FrameCounters()
+    with metrics.ticket() as ticket:
+        ticket.attach_stream(counters)
+        ticket.processed()
+        ticket.failed("late")  # ignored: already settled
+    with pytest.raises(Overloaded), metrics.ticket():
+        raise Overloaded("full")
+    with pytest.raises(BadFrame), metrics.ticket():
+        raise BadFrame("bad")
+    handed = metrics.ticket()
+    handed.handed_over = True
+    with pytest.raises(RuntimeError), handed:
+        raise RuntimeError("the engine settles this one")
+    handed.processed()
+
+    def total(name: str) -> float:
+        return sum(
+            s.value
+            for metric in metrics.registry.collect()
+            if metric.name == f"irtrack_frames_{name}"
+            for s in metric.samples
+            if s.name.endswith("_total")
+        )
+
+    assert total("received") == 4
+    assert total("processed") == 2 and total("dropped") == 1 and total("failed") == 1
+    assert (counters.received, counters.processed, counters.failed) == (1, 1, 0)
