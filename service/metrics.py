@@ -85,7 +85,15 @@ class ServiceMetrics:
             registry=r,
         )
         self.active_tracks = Gauge(
-            "irtrack_active_tracks", "Tracks alive, all streams (0 without a tracker).", registry=r
+            "irtrack_active_tracks", "Confirmed tracks alive, all streams.", registry=r
+        )
+        self.tracks_started = Counter(
+            "irtrack_tracks_started", "Tracks confirmed (a new track id), all streams.", registry=r
+        )
+        self.tracks_ended = Counter(
+            "irtrack_tracks_ended",
+            "Confirmed tracks ended: gap, stream reset, deletion or expiry.",
+            registry=r,
         )
         self.gpu_memory = Gauge(
             "irtrack_gpu_memory_allocated_bytes",

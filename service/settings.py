@@ -2,7 +2,8 @@
 
 Every knob has a documented default that runs on a laptop CPU; invalid values fail at start-up
 with pydantic's message naming the variable, never later in the middle of a stream.
-List-valued settings are comma-separated in the environment (``IRTRACK_API_KEYS=key1,key2``).
+List-valued settings are comma-separated in the environment (``IRTRACK_API_KEYS=key1,key2``);
+nested ones use ``__`` (``IRTRACK_TRACKER__CONFIRM_HITS=2``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.tracking import TrackerSettings
 
 MODEL_NAMES = ("sd2net", "std2net", "lrrnet")
 
@@ -19,7 +22,9 @@ MODEL_NAMES = ("sd2net", "std2net", "lrrnet")
 class Settings(BaseSettings):
     """All service settings; the environment variable is ``IRTRACK_`` + the upper-cased name."""
 
-    model_config = SettingsConfigDict(env_prefix="IRTRACK_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="IRTRACK_", env_nested_delimiter="__", extra="ignore"
+    )
 
     # --- network -------------------------------------------------------------------------------
     host: str = Field(
@@ -96,6 +101,12 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Smallest component (pixels) reported as a target."
     )
 
+    # --- tracking ------------------------------------------------------------------------------
+    tracker: TrackerSettings = Field(
+        default_factory=TrackerSettings,
+        description="Per-stream tracker; one variable per field, e.g. IRTRACK_TRACKER__MAX_GAP=15.",
+    )
+
     # --- security ------------------------------------------------------------------------------
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -103,6 +114,41 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field(default="info", description="Python logging level name.")
+
+    # --- scale-out: Redis Streams between API processes and `irtrack worker` processes ---------
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("irtrack_redis_url", "redis_url"),
+        description="redis://host:port/db (also read from REDIS_URL); unset = the embedded "
+        "in-process queue, no workers needed.",
+    )
+    redis_prefix: str = Field(
+        default="irtrack", min_length=1, description="Prefix of every Redis key of this service."
+    )
+    redis_shards: int = Field(
+        default=16,
+        ge=1,
+        description="Stream ids hash into this many shards; a worker holds a lease per shard. "
+        "The same on every process; more shards than workers spread the load evenly.",
+    )
+    redis_lease_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A worker silent this long is dead: its shards and pending frames move to "
+        "another worker, whose streams start cold.",
+    )
+    redis_queue_limit: int = Field(
+        default=64,
+        ge=1,
+        description="Frames waiting in Redis per shard; beyond it a frame is refused (429) or "
+        "dropped (WebSocket) as overloaded.",
+    )
+    redis_result_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest an API process waits for a worker's answer before the frame fails "
+        "with worker_timeout.",
+    )
 
     @field_validator("models", "warmup_sizes", "api_keys", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.postprocess import Component
+from service.tracking import TrackState
 
 
 @dataclass
@@ -53,6 +54,7 @@ class FrameResult:
     detections: list[Detection] = field(default_factory=list)
     mask_rle: dict[str, list[int]] | None = None
     reset: bool = False  # the stream's window and tracker restarted with this frame
+    tracks: list[TrackState] = field(default_factory=list)  # the stream's live tracks after it
     batch_started_at: float = 0.0
     inference_s: float = 0.0
     postprocess_s: float = 0.0

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from service.engine.messages import FrameDropped, FrameRequest, FrameResult
 from service.metrics import FrameCounters
+from service.tracking import TrackState
 
 Outcome = FrameResult | FrameDropped
 Runner = Callable[[FrameRequest], Awaitable[Outcome]]
@@ -54,6 +55,7 @@ class StreamSession:
     counters: FrameCounters = field(default_factory=FrameCounters)
     live_connection: LiveConnection | None = None
     closed: bool = False  # deleted or expired: frames still arriving are dropped
+    tracks: list[TrackState] = field(default_factory=list)  # as of the latest result
     frames_sent: int = 0
     _waiting: deque[_Pending] = field(default_factory=deque, init=False, repr=False)
     _in_flight: _Pending | None = field(default=None, init=False, repr=False)
@@ -106,6 +108,8 @@ class StreamSession:
             pending.request.frames_before = self.frames_sent
             self.frames_sent += 1
             outcome = await self.run(pending.request)
+            if isinstance(outcome, FrameResult) and outcome.error_code is None:
+                self.tracks = outcome.tracks
             if not pending.outcome.done():
                 pending.outcome.set_result(outcome)
             self._in_flight = self._waiting.popleft() if self._waiting else None
@@ -122,6 +126,10 @@ class StreamRegistry:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    @property
+    def full(self) -> bool:
+        return len(self._sessions) >= self.max_streams
 
     def __iter__(self) -> Iterator[StreamSession]:
         return iter(list(self._sessions.values()))

@@ -56,7 +56,7 @@ class InferenceWorker:
         runtime: ModelRuntime,
         settings: Settings,
         metrics: ServiceMetrics,
-        tracker_factory: TrackerFactory = PointTracker,
+        tracker_factory: TrackerFactory | None = None,
     ) -> None:
         self.queue = queue
         self.runtime = runtime
@@ -65,7 +65,11 @@ class InferenceWorker:
         self.ready = threading.Event()
         self.load_error: BaseException | None = None
         self._stopping = threading.Event()
-        self._states = StreamStates(settings.stream_idle_ttl_s, tracker_factory)
+        self._states = StreamStates(
+            settings.stream_idle_ttl_s,
+            tracker_factory or (lambda: PointTracker(settings.tracker)),
+            self._count_tracks,
+        )
         self._batcher: Batcher[FrameRequest] = Batcher(
             settings.max_batch, settings.max_wait_ms / 1000.0
         )
@@ -143,6 +147,10 @@ class InferenceWorker:
                 self.metrics.active_tracks.set(self._states.active_tracks())
                 next_eviction = now + IDLE_POLL_S
 
+    def _count_tracks(self, started: int, ended: int) -> None:
+        self.metrics.tracks_started.inc(started)
+        self.metrics.tracks_ended.inc(ended)
+
     def _accept(self, message: FrameRequest | StreamRelease, now: float) -> None:
         if isinstance(message, StreamRelease):
             self._states.release(message.stream_id, message.session)
@@ -193,13 +201,16 @@ class InferenceWorker:
             prob = sigmoid(logits)
             components = find_components(prob, self.settings.threshold, self.settings.min_area)
             track_ids: list[int | None] = [None] * len(components)
+            tracks = []
             if job.state is not None:
-                assignments = job.state.tracker.update(
+                assignments = self._states.update_tracks(
+                    job.state,
                     [(c.centroid_x, c.centroid_y) for c in components],
-                    seq=request.seq,
-                    timestamp=request.timestamp,
+                    request.seq,
+                    request.timestamp,
                 )
                 track_ids = [assignment.track_id for assignment in assignments]
+                tracks = job.state.tracker.active_tracks()
             mask = encode_rle(prob > self.settings.threshold) if request.want_mask else None
         except Exception as exc:
             log.exception("post-processing failed for request %s", request.request_id)
@@ -211,6 +222,7 @@ class InferenceWorker:
             detections=[Detection(c, t) for c, t in zip(components, track_ids, strict=True)],
             mask_rle=mask,
             reset=job.reset,
+            tracks=tracks,
             batch_started_at=started_at,
             inference_s=inference_s,
             postprocess_s=time.perf_counter() - tick,

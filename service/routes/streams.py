@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Response
 
 from service.engine.streams import StreamSession
 from service.routes.deps import STREAM_ID_PATTERN, EngineDep
-from service.schemas import Error, FrameCounters, StreamInfo, StreamList
+from service.schemas import Error, FrameCounters, StreamInfo, StreamList, Track
 
 router = APIRouter(tags=["streams"])
 
@@ -51,4 +51,18 @@ def _info(session: StreamSession) -> StreamInfo:
             dropped=counters.dropped,
             failed=counters.failed,
         ),
+        tracks=[
+            Track(
+                track_id=track.track_id,
+                x=track.x,
+                y=track.y,
+                vx=track.vx,
+                vy=track.vy,
+                age=track.age,
+                hits=track.hits,
+                misses=track.misses,
+            )
+            for track in session.tracks
+            if track.track_id is not None
+        ],
     )
