@@ -6,9 +6,11 @@ import torch
 import typer
 
 from bench.model_throughput import bench_models
+from clients.stream_cli import stream_command
 from models import MODEL_INFO, build_model, load_model
 from models.evaluate import eval_command
 from models.export import export_onnx, onnx_max_difference
+from models.report import report_app
 from models.training import train_command
 from service.demo import demo_command
 from service.server import serve_command
@@ -19,12 +21,14 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks that print tables and write JSON.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(report_app, name="report")
 bench_app.command("models")(bench_models)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
 app.command("eval-tracks")(eval_tracks)
 app.command("serve")(serve_command)
 app.command("demo")(demo_command)
+app.command("stream")(stream_command)
 
 
 @app.command()

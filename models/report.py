@@ -1,0 +1,129 @@
+"""Accuracy tables and weights cards, written from ``irtrack eval`` JSON and weights metadata.
+
+Every figure comes from a file a command wrote: the test-split figures from ``irtrack eval --json``,
+the training facts (dataset, epochs, validation score, commit) from the metadata that
+``irtrack train`` stores in the safetensors file. The papers' figures are quoted beside ours.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from models.weights import read_metadata
+
+# Published test figures (NUDT-SIRST, the papers' 50/50 split): SD2Net from Hu et al. 2026 (Table
+# of single-frame results, mIoU only), LRRNet from Zhang et al. 2025 (IoU / nIoU / Pd / Fa).
+PAPER_FIGURES: dict[tuple[str, str], dict[str, float]] = {
+    ("sd2net", "nudt-sirst"): {"mIoU": 95.13},
+    ("lrrnet", "nudt-sirst"): {"mIoU": 96.37, "nIoU": 96.72, "Pd": 99.34, "Fa": 0.20},
+}
+COLUMNS = (("mIoU", "{:.2f}"), ("nIoU", "{:.2f}"), ("Pd", "{:.2f}"), ("Fa", "{:.2f}"))
+
+report_app = typer.Typer(help="Accuracy tables and weights cards from eval JSON.")
+
+
+def _training_facts(weights: str) -> dict[str, Any]:
+    """What the weights file says about its training (empty for files without metadata)."""
+    path = Path(weights)
+    if not path.exists():
+        return {}
+    metadata = read_metadata(path)
+    hyper = json.loads(metadata.get("hyper", "{}"))
+    return {**metadata, "hyper": hyper}
+
+
+def _figure(value: float | None, template: str) -> str:
+    return "-" if value is None else template.format(value)
+
+
+def accuracy_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: one row per eval result, the paper's figures on a row under it where published."""
+    header = "| model | test set | images | " + " | ".join(
+        f"{name}{' (1e-6)' if name == 'Fa' else ' %'}" for name, _ in COLUMNS
+    )
+    lines = [
+        header + " | FA objects / frame | training |",
+        "|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|---|",
+    ]
+    for result in results:
+        facts = _training_facts(result["weights"])
+        hyper = facts.get("hyper", {})
+        training = (
+            f"{facts.get('dataset', '?')} train, best val epoch {facts.get('epoch', '?')} of "
+            f"{hyper.get('epochs', '?')} planned, {facts.get('date', '?')[:10]}"
+            if facts
+            else "untrained"
+        )
+        cells = [_figure(result[name], template) for name, template in COLUMNS]
+        lines.append(
+            f"| {result['model']} (ours) | {result['dataset']} {result['split']} | "
+            f"{result['images']} | {' | '.join(cells)} | {result['fa_per_frame']:.3f} | "
+            f"{training} |"
+        )
+        paper = PAPER_FIGURES.get((result["model"], result["dataset"]))
+        if paper:
+            cells = [_figure(paper.get(name), template) for name, template in COLUMNS]
+            lines.append(
+                f"| {result['model']} (paper) | {result['dataset']} test | | {' | '.join(cells)} "
+                "| - | published (best epoch picked on the test split) |"
+            )
+    machines = sorted({r["machine"] for r in results})
+    dates = sorted({r["date"][:10] for r in results})
+    weights = ", ".join(
+        f"`{Path(r['weights']).name}` ({r['weights_sha256'][:12]})" for r in results
+    )
+    footer = (
+        f"\nWritten by `irtrack report accuracy` from `irtrack eval --json` output; evaluated "
+        f"{', '.join(dates)} on {'; '.join(machines)}; threshold 0.5; weights {weights}.\n"
+    )
+    return "\n".join(lines) + "\n" + footer
+
+
+def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
+    """A weights file's card: what it is, how it was trained, what it scores on test splits."""
+    facts = _training_facts(str(weights))
+    hyper = facts.get("hyper", {})
+    lines = [
+        f"# {weights.name}",
+        "",
+        f"- model: `{facts.get('model', '?')}`; training data: `{facts.get('dataset', '?')}` "
+        f"train split (model selection on its val split, never on test)",
+        f"- recipe: {json.dumps(hyper, sort_keys=True)}",
+        f"- kept epoch {facts.get('epoch', '?')} (best val mIoU {facts.get('val_mIoU', '?')}) of "
+        f"{hyper.get('epochs', '?')} planned; trained {facts.get('date', '?')}, commit "
+        f"`{facts.get('git_commit', '?')}`",
+        "",
+        "## Test figures (`irtrack eval`)",
+        "",
+        accuracy_table(results),
+    ]
+    return "\n".join(lines)
+
+
+def _load(paths: list[Path]) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in paths]
+
+
+@report_app.command("accuracy")
+def accuracy_command(
+    eval_json: list[Path] = typer.Option(..., "--eval", help="irtrack eval --json output"),
+    markdown: Path = typer.Option(..., help="write the table here"),
+) -> None:
+    """Accuracy table with the papers' figures beside ours."""
+    table = accuracy_table(_load(eval_json))
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(table)
+    typer.echo(table)
+
+
+@report_app.command("card")
+def card_command(
+    weights: Path = typer.Option(..., help="a safetensors file written by irtrack train"),
+    eval_json: list[Path] = typer.Option(..., "--eval", help="irtrack eval --json output"),
+) -> None:
+    """Write <weights>.md beside the weights file."""
+    card = weights.with_suffix(".md")
+    card.write_text(weights_card(weights, _load(eval_json)))
+    typer.echo(f"wrote {card}")
