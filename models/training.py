@@ -57,7 +57,7 @@ from models.synthesis import (
     SyntheticWindowDataset,
     scenario_sequences,
 )
-from models.weights import save_weights
+from models.weights import initialize_from, save_weights
 
 IMAGE_DATASETS = ("nudt-sirst", "sirst-v2")
 SEQUENCE_DATA = "sequences"
@@ -192,6 +192,9 @@ class TrainConfig:
     val_every: int = 1
     val_sequence_length: int = 20  # frames per validation sequence (8 scenarios)
     stop_after_iterations: int | None = None  # stop (with a checkpoint) after this many in total
+    init_weights: Path | None = (
+        None  # a fresh run starts from these (models.weights.initialize_from)
+    )
     data_dir: Path = DATA_DIR
 
 
@@ -530,6 +533,9 @@ def _train(config: TrainConfig) -> TrainResult:
     if checkpoint is not None:
         progress = restore_checkpoint(*checkpoint, model, optimizer, scaler)
         tqdm.write(f"resumed {out} at epoch {progress.epoch}, iteration {progress.iteration}")
+    elif config.init_weights is not None:
+        initialised = initialize_from(model, config.init_weights)
+        tqdm.write(f"initialised {len(initialised)} tensors from {config.init_weights}")
 
     train_set, val_set = build_datasets(hyper, config)
     train_count = len(cast(Sized, train_set))
@@ -714,6 +720,10 @@ def train_command(
     epoch_size: Annotated[int | None, typer.Option(help="sequences: windows per epoch")] = None,
     checkpoint_minutes: Annotated[float, typer.Option(help="also checkpoint this often")] = 5.0,
     data_dir: Annotated[Path, typer.Option(help="the shared datasets")] = DATA_DIR,
+    init_weights: Annotated[
+        Path | None,
+        typer.Option(help="start from these weights (matching names; std2net: its backbone)"),
+    ] = None,
 ) -> None:
     """Train a detector with its paper's recipe; resumable, validated on the val split."""
     config = TrainConfig(
@@ -738,6 +748,7 @@ def train_command(
         checkpoint_minutes=checkpoint_minutes,
         val_every=val_every,
         data_dir=data_dir,
+        init_weights=init_weights,
     )
     try:
         result = train(config)

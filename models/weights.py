@@ -32,6 +32,21 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dic
     return read_metadata(path)
 
 
+def initialize_from(model: nn.Module, path: str | Path) -> list[str]:
+    """Copy the tensors of a weights file whose name, or name without ``backbone.``, and shape
+    match the model's; returns the model keys initialised. Lets STD2Net start from a trained
+    SD2Net (its backbone is an SD2Net) and a training run continue from shipped weights."""
+    source = load_file(str(path))
+    loaded = {}
+    for name, tensor in model.state_dict().items():
+        for candidate in (name, name.removeprefix("backbone.")):
+            if candidate in source and source[candidate].shape == tensor.shape:
+                loaded[name] = source[candidate]
+                break
+    model.load_state_dict(loaded, strict=False)
+    return sorted(loaded)
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file: names the exact weights behind every reported figure."""
     digest = hashlib.sha256()

@@ -8,7 +8,13 @@ import torch
 from models import MODEL_INFO, build_model, load_model
 from models.export import export_onnx, onnx_max_difference
 from models.padding import crop_to, pad_to_multiple, padded_size, run_padded
-from models.weights import file_sha256, load_weights, read_metadata, save_weights
+from models.weights import (
+    file_sha256,
+    initialize_from,
+    load_weights,
+    read_metadata,
+    save_weights,
+)
 
 
 @pytest.mark.parametrize("name", list(MODEL_INFO))
@@ -98,3 +104,16 @@ def test_models_run_on_gpu_in_fp16(name: str) -> None:
         half = model.cuda().half()(frames.cuda().half()).float().cpu()
     assert torch.isfinite(half).all()
     assert (half - reference).abs().max().item() < 0.05 * reference.abs().max().item() + 0.05
+
+
+def test_std2net_backbone_initialises_from_sd2net_weights(tmp_path: Path) -> None:
+    sd2net = build_model("sd2net")
+    path = tmp_path / "sd2net.safetensors"
+    save_weights(sd2net, path)
+    std2net = build_model("std2net")
+    initialised = initialize_from(std2net, path)
+    assert initialised and all(name.startswith("backbone.") for name in initialised)
+    assert torch.equal(std2net.state_dict()["backbone.stem.input_conv.conv.weight"],
+                       sd2net.state_dict()["stem.input_conv.conv.weight"])  # fmt: skip
+    # the 32-channel tail differs in shape from SD2Net's 8-channel one and is left alone
+    assert "backbone.tail.decoder.5.conv.weight" not in initialised
