@@ -23,6 +23,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -c "import torch, models, service" && touch "$stamp"
 fi
 
+# --- headless Chromium for tests/test_viewer.py (issue 7) ----------------------------------------
+# Debian's chromium + chromedriver, installed for `./dev.sh test` where apt can; without them the
+# viewer test skips. No browser is downloaded by Python packages.
+browser_packages="chromium chromium-driver fonts-dejavu-core"
+if [ "${1:-demo}" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086  # the package list is meant to split
+    apt-get install -y -qq --no-install-recommends $browser_packages >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $browser_packages >/dev/null; } \
+        || echo "dev.sh: could not install chromium; tests/test_viewer.py will skip" >&2
+fi
+# --- end of the Chromium block ------------------------------------------------------------------
+
 job=${1:-demo}
 shift || true
 case "$job" in

@@ -63,7 +63,9 @@ async def stream_frames(
 ) -> StreamReport:
     """Send every frame (2-D uint8/uint16) over one WebSocket; return when all are answered.
 
-    ``on_message(message, round_trip_ms)`` sees each server message as it arrives.
+    ``fps=0`` keeps at most ``window`` frames unanswered; ``fps > 0`` sends on a camera's clock
+    whatever the answers do. ``on_message(message, round_trip_ms)`` sees each server message as
+    it arrives.
     """
     report = StreamReport()
     sent_at: dict[int, float] = {}
@@ -74,9 +76,10 @@ async def stream_frames(
 
         async def send_all() -> None:
             for seq, frame in enumerate(frames):
-                await outstanding.acquire()
                 if fps > 0:
                     await asyncio.sleep(max(0.0, started + seq / fps - time.perf_counter()))
+                else:
+                    await outstanding.acquire()
                 header = {"seq": seq, "width": frame.shape[1], "height": frame.shape[0]}
                 header["dtype"] = str(frame.dtype)
                 sent_at[seq] = time.perf_counter()
@@ -94,7 +97,8 @@ async def stream_frames(
                 continue
             message = json.loads(raw)
             answered += 1
-            outstanding.release()
+            if fps <= 0:
+                outstanding.release()
             round_trip_ms = (time.perf_counter() - sent_at.pop(message.get("seq"), started)) * 1e3
             _count(report, message, round_trip_ms)
             if on_message is not None:

@@ -18,9 +18,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service.engine.engine import Engine
+from service.engine.redis_queue import RedisFrameQueue
+from service.engine.remote import RemoteWorkers
 from service.errors import ServiceError
 from service.metrics import ServiceMetrics
-from service.routes import detectors, frames, health, live, streams
+from service.routes import detectors, frames, health, live, streams, viewer, watch
 from service.routes.deps import require_api_key
 from service.settings import Settings
 
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
-    engine = Engine(settings, ServiceMetrics())
+    engine = _engine(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -53,8 +55,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(frames.router, dependencies=authenticated)
     app.include_router(streams.router, dependencies=authenticated)
     app.include_router(live.router)  # checks the key itself, to refuse the handshake with JSON
+    app.include_router(watch.router)  # the same; browsers may give the key as ?key=
+    app.include_router(viewer.router)  # a static page holding no data: no key
     _install_error_handlers(app)
     return app
+
+
+def _engine(settings: Settings) -> Engine:
+    """Embedded (the models on a thread of this process) or scale-out (workers behind Redis)."""
+    metrics = ServiceMetrics()
+    if settings.redis_url is None:
+        return Engine(settings, metrics)
+    queue = RedisFrameQueue(settings)
+    return Engine(settings, metrics, queue, RemoteWorkers(queue, settings, metrics))
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -15,6 +15,7 @@ from models.training import train_command
 from service.demo import demo_command
 from service.server import serve_command
 from service.track_eval import eval_tracks
+from service.worker_process import worker_command
 
 app = typer.Typer(
     help="Real-time infrared small-target detection and tracking.", no_args_is_help=True
@@ -27,6 +28,7 @@ app.command("eval")(eval_command)
 app.command("train")(train_command)
 app.command("eval-tracks")(eval_tracks)
 app.command("serve")(serve_command)
+app.command("worker")(worker_command)
 app.command("demo")(demo_command)
 app.command("stream")(stream_command)
 

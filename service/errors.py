@@ -84,6 +84,13 @@ class Overloaded(ServiceError):
     code = "overloaded"
 
 
+class NotAlive(ServiceError):
+    """The inference worker is gone; only a restart helps (for /healthz)."""
+
+    status = 503
+    code = "not_alive"
+
+
 class NotReady(ServiceError):
     """Models still loading or warming up, or shutting down."""
 

@@ -28,7 +28,10 @@ class BBox(BaseModel):
 
 
 class Target(BaseModel):
-    track_id: int | None = Field(description="Tracker identity; null without a tracker.")
+    track_id: int | None = Field(
+        description="Confirmed track id, unique within the stream; null while the detection "
+        "belongs to a tentative (not yet confirmed) track."
+    )
     centroid: Centroid
     bbox: BBox
     area: int = Field(description="Pixels in the 8-connected component.")
@@ -99,6 +102,19 @@ class FrameCounters(BaseModel):
     failed: int
 
 
+class Track(BaseModel):
+    """A confirmed track of a stream, as the tracker's filter sees it after the latest frame."""
+
+    track_id: int
+    x: float = Field(description="Column, px (filtered position).")
+    y: float = Field(description="Row, px.")
+    vx: float = Field(description="Velocity, px per frame.")
+    vy: float
+    age: int = Field(description="Frames since the track's first detection.")
+    hits: int = Field(description="Frames with a detection.")
+    misses: int = Field(description="Frames since its last detection (0: seen in the latest).")
+
+
 class StreamInfo(BaseModel):
     stream_id: str
     model: str
@@ -110,6 +126,9 @@ class StreamInfo(BaseModel):
     live_connection: bool = Field(description="A WebSocket is attached to the stream.")
     waiting: int = Field(description="Frames waiting behind the one being processed.")
     frames: FrameCounters
+    tracks: list[Track] = Field(
+        description="Confirmed tracks after the latest frame; cleared when the stream resets."
+    )
 
 
 class StreamList(BaseModel):
@@ -132,3 +151,21 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class Preview(BaseModel):
+    """A downscaled 8-bit JPEG of a frame, for people watching a stream (16-bit frames through
+    the same gain control as the model's input)."""
+
+    width: int
+    height: int
+    jpeg_base64: str
+
+
+class WatchedResult(Result):
+    """A message of ``WS /v1/streams/{id}/watch``: a stream's result, with its frame's preview."""
+
+    preview: Preview | None = None
+    watch_dropped: int = Field(
+        default=0, description="Results this watcher missed so far because it fell behind."
+    )

@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from service.engine.inference import Inference, ModelCard
 from service.engine.messages import (
     Answer,
     FrameDropped,
@@ -27,9 +28,10 @@ from service.engine.messages import (
     FrameResult,
     StreamRelease,
 )
-from service.engine.queue import FrameQueue, InProcessQueue, QueueClosed
-from service.engine.runtime import LoadedModel, ModelRuntime
+from service.engine.queue import FrameQueue, InProcessQueue, QueueClosed, QueueFull
+from service.engine.runtime import ModelRuntime
 from service.engine.streams import LiveConnection, Outcome, StreamRegistry, StreamSession
+from service.engine.watchers import WatcherRegistry
 from service.engine.worker import InferenceWorker
 from service.errors import (
     BadFrame,
@@ -53,14 +55,21 @@ class Engine:
     """Admission, streams and the way to the inference worker; routes know nothing else."""
 
     def __init__(
-        self, settings: Settings, metrics: ServiceMetrics, queue: FrameQueue | None = None
+        self,
+        settings: Settings,
+        metrics: ServiceMetrics,
+        queue: FrameQueue | None = None,
+        inference: Inference | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.queue = queue if queue is not None else InProcessQueue()
-        self.runtime = ModelRuntime(settings)  # checks the weights files now, loads them later
-        self.worker = InferenceWorker(self.queue, self.runtime, settings, metrics)
+        if inference is None:  # embedded: the models run on a thread of this process
+            self.runtime = ModelRuntime(settings)  # checks the weights files now, loads them later
+            inference = InferenceWorker(self.queue, self.runtime, settings, metrics)
+        self.worker: Inference = inference
         self.streams = StreamRegistry(settings.max_streams, settings.stream_idle_ttl_s)
+        self.watchers = WatcherRegistry()  # read-only followers of streams (the viewer)
         self._detect_in_flight = 0
         self._request_ids = itertools.count()
         self._closing = False
@@ -115,9 +124,9 @@ class Engine:
         """False once the worker can no longer serve (for /healthz: restart the process)."""
         return self.worker.load_error is None and (self.worker.alive or self._closing)
 
-    def models(self) -> list[LoadedModel]:
+    def models(self) -> list[ModelCard]:
         self._require_ready()
-        return list(self.runtime.models.values())
+        return list(self.worker.models.values())
 
     # --- frames ------------------------------------------------------------------------------
     async def detect(
@@ -258,7 +267,7 @@ class Engine:
             known = ", ".join(self.settings.models)
             detail = "is not loaded" if name in MODEL_NAMES else "does not exist"
             raise NotFound(f"model {name!r} {detail}; loaded: {known}", code="unknown_model")
-        if stateless and self.runtime.models[name].streaming:
+        if stateless and self.worker.models[name].streaming:
             raise InvalidParameter(
                 f"{name} detects from a window of frames; send them to /v1/streams/{{id}}/frames",
                 code="model_needs_stream",
@@ -295,7 +304,7 @@ class Engine:
         if session is not None:
             return session
         model = self.resolve_model(model, stateless=False)
-        if len(self.streams) >= self.settings.max_streams:
+        if self.streams.full:
             raise Overloaded(
                 f"{self.settings.max_streams} streams are open; DELETE one or wait for idle ones "
                 f"to expire ({self.settings.stream_idle_ttl_s:g} s)",
@@ -350,6 +359,8 @@ class Engine:
             return await self.queue.submit(request)
         except QueueClosed:
             return FrameDropped("shutdown")
+        except QueueFull:
+            return FrameDropped("overloaded")
         except Exception as exc:
             log.exception("request %s failed on its way to the worker", request.request_id)
             return FrameResult(request.request_id, error_code="internal", error_message=str(exc))
@@ -376,6 +387,8 @@ class Engine:
             ticket.dropped("cancelled")
             return
         outcome = done.result()
+        if request.stream_id is not None:
+            self.watchers.publish(Answer(request, outcome, time.time() - request.received_at))
         if isinstance(outcome, FrameDropped):
             ticket.dropped(outcome.reason)
             return
@@ -416,6 +429,10 @@ def raise_for_outcome(answer: Answer, retry_after_s: int) -> FrameResult:
     if isinstance(outcome, FrameDropped):
         if outcome.reason == "shutdown":
             raise NotReady("shut down before the frame ran", retry_after_s=retry_after_s)
+        if outcome.reason == "overloaded":
+            raise Overloaded(
+                "too many frames are waiting for a worker", retry_after_s=retry_after_s
+            )
         raise Conflict(f"the frame was dropped: {outcome.reason}", code=outcome.reason)
     if outcome.error_code is not None:
         raise InferenceFailed(outcome.error_message or outcome.error_code, code=outcome.error_code)

@@ -24,6 +24,10 @@ class QueueClosed(RuntimeError):
     """The queue no longer accepts work (the service is shutting down)."""
 
 
+class QueueFull(RuntimeError):
+    """The backend refuses a frame because too many are waiting (backpressure, e.g. Redis)."""
+
+
 class FrameQueue(ABC):
     """Carries requests to the worker and results back. One instance per process side."""
 

@@ -90,8 +90,9 @@ class ModelRuntime:
 
     def load(self) -> None:
         for name, choice in self.weights.items():
-            torch.manual_seed(self.settings.seed)  # a random-init fallback is the same every start
-            module, _ = load_model(name, choice.path)
+            with torch.random.fork_rng(devices=[]):  # leave the process's RNG as it was
+                torch.manual_seed(self.settings.seed)  # a random init is the same every start
+                module, _ = load_model(name, choice.path)
             module = module.to(device=self.device, dtype=self.dtype).eval()
             if choice.path is None:
                 log.warning(

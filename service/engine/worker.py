@@ -27,7 +27,7 @@ from service.codecs import encode_rle
 from service.engine.batcher import DRAIN_ALL, Batcher
 from service.engine.messages import Detection, FrameRequest, FrameResult, StreamRelease
 from service.engine.queue import FrameQueue
-from service.engine.runtime import ModelRuntime
+from service.engine.runtime import LoadedModel, ModelRuntime
 from service.engine.stream_state import StreamModelState, StreamStates, TrackerFactory
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -78,6 +78,11 @@ class InferenceWorker:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def models(self) -> dict[str, LoadedModel]:
+        """The loaded models (empty until ``ready``)."""
+        return self.runtime.models
 
     def start(self) -> None:
         self._thread.start()

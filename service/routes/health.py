@@ -6,16 +6,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.errors import NotReady, ServiceError
+from service.errors import NotAlive, NotReady
 from service.routes.deps import EngineDep
 from service.schemas import Error, Health
 
 router = APIRouter(tags=["health"])
-
-
-class NotAlive(ServiceError):
-    status = 503
-    code = "not_alive"
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Error}})
