@@ -37,6 +37,20 @@ if [ "${1:-demo}" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/nul
 fi
 # --- end of the Chromium block ------------------------------------------------------------------
 
+# --- redis-server and Prometheus for the scale-out and deployment tests (issue 6) ----------------
+# Debian's redis-server and prometheus (with promtool), installed for `./dev.sh test` where apt
+# can; without them tests/test_scale_out.py and the promtool checks skip.
+scale_out_packages="redis-server prometheus"
+if [ "${1:-demo}" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    && ! { command -v redis-server && command -v prometheus && command -v promtool; } >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086  # the package list is meant to split
+    apt-get install -y -qq --no-install-recommends $scale_out_packages >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $scale_out_packages >/dev/null; } \
+        || echo "dev.sh: could not install redis-server/prometheus; the scale-out tests will skip" >&2
+fi
+# --- end of the scale-out block -------------------------------------------------------------------
+
 job=${1:-demo}
 shift || true
 case "$job" in

@@ -184,7 +184,9 @@ class RedisWorkerPump:
 
     def _tenure(self, key: str) -> int:
         """The tenure of the shard an entry came from; a fresh one (a cold start) if this worker
-        read it just as the shard went away."""
+        read it just as the shard went away. Stateless frames have none."""
+        if key == self.keys.detect_frames:
+            return 0
         for shard in self._shards.values():
             if shard.key == key:
                 return shard.tenure
@@ -252,6 +254,8 @@ class RedisWorkerPump:
                 self.connected = True
             except RedisError as exc:
                 self._lost_connection(exc)
+            except Exception:  # a bug must not stop the renewals: the shards would drift away
+                log.exception("maintaining the shard leases failed; trying again")
             if time.monotonic() - self._renewed_at > self.tick_s * 4 and self._shards:
                 log.warning("leases not renewed for a lease TTL: giving up shards %s", self.shards)
                 self._shards.clear()  # another worker may hold them by now
@@ -259,7 +263,9 @@ class RedisWorkerPump:
 
     async def _heartbeat(self) -> None:
         registration = {
+            "id": self.worker_id,
             "models": [_card(model) for model in self.inference.models.values()],
+            "shard_count": self.keys.shards,
             "shards": self.shards,
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -269,12 +275,15 @@ class RedisWorkerPump:
         )
 
     async def _renew_leases(self) -> None:
+        lost = []
         for index in list(self._shards):
             if not await self._renew(
                 keys=[self.keys.lease(index)], args=[self.worker_id, self.lease_ms]
             ):
-                log.warning("lost the lease of shard %d; its streams restart elsewhere", index)
-                self._shards.pop(index, None)
+                lost.append(index)
+                del self._shards[index]
+        if lost:
+            log.warning("lost the leases of shards %s; their streams restart cold", lost)
         self._renewed_at = time.monotonic()
 
     async def _rebalance(self, fair_share: int) -> None:
@@ -282,12 +291,13 @@ class RedisWorkerPump:
         up to it."""
         excess = len(self._shards) - fair_share
         by_load = sorted(self._shards.values(), key=lambda shard: self._frames_in(shard.key))
+        given_back, taken = [], []
         for rank, shard in enumerate(by_load):
             shard.releasing = rank < excess
             if shard.releasing and not self._frames_in(shard.key):
                 await self._release(keys=[self.keys.lease(shard.index)], args=[self.worker_id])
                 del self._shards[shard.index]
-                log.info("gave back shard %d (fair share %d)", shard.index, fair_share)
+                given_back.append(shard.index)
         for index in random.sample(range(self.keys.shards), self.keys.shards):
             if len(self._shards) >= fair_share:
                 break
@@ -299,7 +309,15 @@ class RedisWorkerPump:
                 key = self.keys.shard_frames(index)
                 await self._create_groups([key])
                 self._shards[index] = _Shard(index, key, next(self._tenures))
-                log.info("took shard %d", index)
+                taken.append(index)
+        if given_back or taken:
+            log.info(
+                "fair share %d: gave back shards %s, took %s; holding %s",
+                fair_share,
+                given_back,
+                taken,
+                self.shards,
+            )
 
     async def _claim_abandoned(self) -> None:
         """Claim the frames that other (dead) consumers read and never answered."""

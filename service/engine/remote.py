@@ -58,6 +58,7 @@ class RemoteWorkers:
         self.load_error: BaseException | None = None  # nothing to load here
         self._models: dict[str, RemoteModel] = {}
         self._backlog = 0
+        self._misfits: set[str] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers = Gauge(
@@ -115,6 +116,8 @@ class RemoteWorkers:
                 if reachable:
                     log.warning("Redis does not answer (%s); not ready until it does", exc)
                 reachable = False
+            except Exception:  # e.g. a malformed registration: keep watching
+                log.exception("watching the workers failed; trying again")
             await asyncio.sleep(WATCH_PERIOD_S)
 
     def _update(self, workers: list[dict[str, Any]]) -> None:
@@ -123,8 +126,27 @@ class RemoteWorkers:
         for worker in workers:
             for card in worker["models"]:
                 registered.setdefault(card["name"], RemoteModel(**card))
+        self._warn_about_misfits(workers)
         if workers and set(self.settings.models) <= set(registered):
             self._models = registered
             self.ready.set()
         else:
             self.ready.clear()
+
+    def _warn_about_misfits(self, workers: list[dict[str, Any]]) -> None:
+        """Say so (once) when a worker's configuration differs from this process's: frames on
+        its shards would fail (unknown_model) or never be read (worker_timeout)."""
+        misfits = {
+            worker["id"]
+            for worker in workers
+            if worker["shard_count"] != self.queue.keys.shards
+            or not set(self.settings.models) <= {card["name"] for card in worker["models"]}
+        }
+        if misfits - self._misfits:
+            log.error(
+                "workers %s do not load all of %s or do not use %d shards: check their settings",
+                sorted(misfits - self._misfits),
+                self.settings.models,
+                self.queue.keys.shards,
+            )
+        self._misfits = misfits

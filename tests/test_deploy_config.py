@@ -1,0 +1,204 @@
+"""deploy/, docker/ and docker-compose.yml are consistent with each other and with the service:
+promtool accepts the Prometheus configurations and rules and every alert has a unit test; every
+IRTRACK_* variable they set is a setting; the images install the pinned torch and every package.
+(The live checks, Prometheus scraping a running API and worker and the dashboard's queries, are in
+test_scale_out.py.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from scale_out_support import REPO, require_binary
+
+from service.settings import Settings
+
+PROMETHEUS = REPO / "deploy" / "prometheus"
+K8S = REPO / "deploy" / "k8s"
+
+
+def promtool(*args: str) -> str:
+    result = subprocess.run(
+        [require_binary("promtool"), *args], capture_output=True, text=True, cwd=PROMETHEUS
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def known_setting(variable: str) -> bool:
+    name = variable.removeprefix("IRTRACK_").lower()
+    return variable.startswith("IRTRACK_") and name in Settings.model_fields
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    """The objects ``kubectl apply -k deploy/k8s`` creates."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [
+        doc
+        for name in kustomization["resources"]
+        for doc in yaml.safe_load_all((K8S / name).read_text())
+        if doc is not None
+    ]
+
+
+def k8s_object(kind: str, name: str) -> dict[str, Any]:
+    matches = [d for d in k8s_documents() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(matches) == 1, (kind, name)
+    return matches[0]
+
+
+def test_promtool_accepts_the_configurations_and_the_rules() -> None:
+    for config in ("prometheus.yml", "prometheus-kubernetes.yml"):
+        assert "SUCCESS" in promtool("check", "config", config)
+    assert "SUCCESS: 7 rules found" in promtool("check", "rules", "alerts.yml")
+
+
+def test_promtool_unit_tests_cover_every_alert() -> None:
+    promtool("test", "rules", "alerts_test.yml")
+    alerts = {
+        rule["alert"]
+        for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    firing = {
+        case["alertname"]
+        for test in yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert alerts == firing
+
+
+def test_dashboard_uses_the_provisioned_datasource_and_every_panel_has_queries() -> None:
+    datasource = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"][0]
+    provider = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/dashboards/irtrack.yml").read_text()
+    )["providers"][0]
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/irtrack.json").read_text())
+    assert dashboard["panels"]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"], panel["title"]
+        assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"])
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    mounts = compose["services"]["grafana"]["volumes"]
+    assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
+
+
+def test_compose_runs_the_five_services_with_keys_and_scrape_targets_that_exist() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"api", "worker", "redis", "prometheus", "grafana"}
+    for name in ("api", "worker"):
+        environment = services[name]["environment"]
+        assert all(known_setting(variable) for variable in environment), environment
+        assert environment["IRTRACK_API_KEYS"] and environment["IRTRACK_REDIS_URL"]
+    assert services["api"]["command"] == ["irtrack", "serve"]
+    assert services["worker"]["command"] == ["irtrack", "worker"]
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["scrape_configs"]
+    targets = {
+        job["job_name"]: (sd["names"][0], sd["port"])
+        for job in scrape
+        for sd in job["dns_sd_configs"]
+    }
+    assert targets == {
+        "irtrack-api": ("api", int(services["api"]["environment"]["IRTRACK_PORT"])),
+        "irtrack-worker": ("worker", int(services["worker"]["environment"]["IRTRACK_PORT"])),
+    }
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert not source.startswith(".") or (REPO / source).exists(), volume
+
+
+def test_compose_file_passes_docker_compose_config_where_the_plugin_exists() -> None:
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip("docker compose (the CLI plugin) is not installed")
+    for files in (["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"]):
+        args = [arg for f in files for arg in ("-f", f)]
+        result = subprocess.run(
+            ["docker", "compose", *args, "config", "--quiet"], cwd=REPO, capture_output=True
+        )
+        assert result.returncode == 0, result.stderr
+
+
+def test_kubernetes_workers_request_a_gpu_and_every_deployment_has_probes() -> None:
+    for name, port in (("irtrack-api", "http"), ("irtrack-worker", "metrics")):
+        pod = k8s_object("Deployment", name)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert [p["name"] for p in container["ports"]] == [port]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port}
+        assert container["resources"]["requests"]["cpu"]
+        assert all(known_setting(e["name"]) for e in container["env"])
+    worker = k8s_object("Deployment", "irtrack-worker")["spec"]["template"]["spec"]
+    resources = worker["containers"][0]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 1
+    config = k8s_object("ConfigMap", "irtrack-config")["data"]
+    assert all(known_setting(variable) for variable in config), config
+    assert "IRTRACK_API_KEYS" in k8s_object("Secret", "irtrack-api-keys")["stringData"]
+    kinds = {doc["kind"] for doc in k8s_documents()}
+    assert kinds == {
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+    }
+
+
+def test_kubernetes_autoscaler_and_prometheus_refer_to_what_exists() -> None:
+    autoscaler = k8s_object("HorizontalPodAutoscaler", "irtrack-worker")["spec"]
+    assert autoscaler["scaleTargetRef"]["name"] == "irtrack-worker"
+    adapter = yaml.safe_load((K8S / "prometheus-adapter-values.yaml").read_text())
+    (rule,) = adapter["rules"]["external"]
+    assert autoscaler["metrics"][0]["external"]["metric"]["name"] == rule["name"]["as"]
+    assert 'irtrack_queue_depth{stage="redis"}' in rule["seriesQuery"]
+    scrape = yaml.safe_load((PROMETHEUS / "prometheus-kubernetes.yml").read_text())
+    for job in scrape["scrape_configs"]:
+        (sd,) = job["dns_sd_configs"]
+        service_name = sd["names"][0].split(".")[0]
+        service = k8s_object("Service", service_name)["spec"]
+        assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"]
+        assert service["ports"][0]["port"] == sd["port"]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.cuda"])
+def test_images_install_the_pinned_torch_and_every_package(dockerfile: str) -> None:
+    text = (REPO / "docker" / dockerfile).read_text()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    pin = re.search(r'"(torch==[^"]+)"', pyproject)
+    assert pin is not None and f'"{pin.group(1)}"' in text
+    packages = re.search(r"include = \[([^\]]*)\]", pyproject)
+    assert packages is not None
+    for package in re.findall(r'"(\w+)\*"', packages.group(1)):
+        assert f"COPY {package} ./{package}" in text, package
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and not {"models", "service", "clients", "bench"} & set(ignored)
+
+
+def test_deploy_paths_named_in_the_docs_exist() -> None:
+    text = (REPO / "docs" / "deployment.md").read_text()
+    for path in set(re.findall(r"`((?:deploy|docker)/[\w./-]+|docker-compose[\w.-]*\.yml)`", text)):
+        assert Path(REPO / path).exists(), path
+
+
+def test_redis_url_comes_from_irtrack_redis_url_or_else_redis_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("IRTRACK_REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert Settings().redis_url is None  # the embedded queue
+    monkeypatch.setenv("REDIS_URL", "redis://shared:6379/0")
+    assert Settings().redis_url == "redis://shared:6379/0"
+    monkeypatch.setenv("IRTRACK_REDIS_URL", "redis://irtrack:6379/1")
+    assert Settings().redis_url == "redis://irtrack:6379/1"
