@@ -33,6 +33,8 @@ from models.std2net import STD2Net, StreamState, step_streams
 
 STREAMING = "std2net-stream"  # STD2Net's per-frame cost in a stream: cached ring, one backbone pass
 DEFAULT_MODELS = ("sd2net", "std2net", STREAMING, "lrrnet")
+WINDOW_FRAMES = {"std2net": 5, STREAMING: 5}  # frames the temporal head holds per sample
+DEFAULT_MAX_WINDOW_PIXELS = 8e6
 DEFAULT_SIZES = ((256, 256), (512, 640))  # (H, W)
 DEFAULT_BATCHES = (1, 8)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -134,11 +136,14 @@ def run_model_benchmark(
     dtypes: Sequence[str] | None = None,
     row_budget_s: float = 4.0,
     max_run_s: float | None = 15.0,
+    max_window_pixels: float | None = DEFAULT_MAX_WINDOW_PIXELS,
 ) -> list[dict[str, Any]]:
     """One row per (model, dtype, size, batch), smallest workloads first.
 
     ``dtypes`` defaults to fp32 on CPU and fp32 + fp16 on CUDA (weights and input cast to the
-    dtype). ``max_run_s=None`` measures every row however long it takes.
+    dtype). ``max_run_s=None`` measures every row however long it takes. Rows whose batch holds
+    more than ``max_window_pixels`` pixels (batch x window frames x H x W) are skipped: STD2Net's
+    full-resolution 96-channel head at 640x512 x 8 windows needs more than 20 GB of host memory.
     """
     torch_device = torch.device(device)
     if dtypes is None:
@@ -173,7 +178,13 @@ def run_model_benchmark(
                         "skipped": None,
                     }
                     predicted = _predicted_run_s(measured, height * width * batch)
-                    if max_run_s is not None and predicted is not None and predicted > max_run_s:
+                    window_pixels = batch * WINDOW_FRAMES.get(name, 1) * height * width
+                    if max_window_pixels is not None and window_pixels > max_window_pixels:
+                        row["skipped"] = (
+                            f"{window_pixels / 1e6:.1f} Mpx of windows > "
+                            f"{max_window_pixels / 1e6:g} Mpx memory limit"
+                        )
+                    elif max_run_s is not None and predicted is not None and predicted > max_run_s:
                         row["skipped"] = (
                             f"predicted {predicted:.0f} s per run > {max_run_s:g} s limit"
                         )
@@ -249,6 +260,10 @@ def bench_models(
         float,
         typer.Option(help="Skip rows predicted to need longer per run; 0 = measure everything."),
     ] = 15.0,
+    max_window_mpx: Annotated[
+        float,
+        typer.Option(help="Skip rows holding more Mpx (batch x window x H x W); 0 = no limit."),
+    ] = DEFAULT_MAX_WINDOW_PIXELS / 1e6,
     threads: Annotated[
         int | None, typer.Option(help="torch CPU threads (default: torch's own choice).")
     ] = None,
@@ -271,6 +286,7 @@ def bench_models(
         device=device,
         row_budget_s=row_budget,
         max_run_s=max_run_seconds or None,
+        max_window_pixels=max_window_mpx * 1e6 or None,
     )
     machine = machine_info(torch.device(device))
     table = markdown_table(rows, machine)
