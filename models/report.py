@@ -11,7 +11,9 @@ from typing import Any
 
 import typer
 
-from models.weights import read_metadata
+from models.evaluate import evaluate
+from models.paths import DATA_DIR, WEIGHTS_DIR
+from models.weights import file_sha256, read_metadata
 
 # Published test figures (NUDT-SIRST, the papers' 50/50 split): SD2Net from Hu et al. 2026 (Table
 # of single-frame results, mIoU only), LRRNet from Zhang et al. 2025 (IoU / nIoU / Pd / Fa).
@@ -21,7 +23,12 @@ PAPER_FIGURES: dict[tuple[str, str], dict[str, float]] = {
 }
 COLUMNS = (("mIoU", "{:.2f}"), ("nIoU", "{:.2f}"), ("Pd", "{:.2f}"), ("Fa", "{:.2f}"))
 
-report_app = typer.Typer(help="Accuracy tables and weights cards from eval JSON.")
+report_app = typer.Typer(help="Accuracy tables, weights cards and regression floors.")
+
+FLOORS_FILE = WEIGHTS_DIR / "regression_floors.json"
+FLOOR_SLICE = 24  # first test images of the weights' dataset
+FLOOR_MARGIN = 0.98  # a floor is 98% of the figure measured when the weights were shipped
+FLOOR_METRICS = ("mIoU", "Pd")
 
 
 def _training_facts(weights: str) -> dict[str, Any]:
@@ -127,3 +134,38 @@ def card_command(
     card = weights.with_suffix(".md")
     card.write_text(weights_card(weights, _load(eval_json)))
     typer.echo(f"wrote {card}")
+
+
+def measure_floors(
+    weights_dir: Path = WEIGHTS_DIR, data_dir: Path = DATA_DIR, images: int = FLOOR_SLICE
+) -> dict[str, dict[str, Any]]:
+    """Score every shipped weights file on the first ``images`` test images of the dataset it
+    was trained on; floors just under those figures guard the weights and the preprocessing."""
+    floors: dict[str, dict[str, Any]] = {}
+    for weights in sorted(weights_dir.glob("*.safetensors")):
+        facts = _training_facts(str(weights))
+        if facts.get("dataset") not in {"nudt-sirst", "sirst-v2"}:
+            continue  # sequence-trained weights are checked by the sequence evaluation
+        result = evaluate(
+            data_dir / facts["dataset"], "test", facts["model"], weights, limit=images
+        )
+        floors[weights.name] = {
+            "model": facts["model"],
+            "dataset": facts["dataset"],
+            "images": images,
+            "weights_sha256": file_sha256(weights),
+            "measured": {name: result[name] for name in FLOOR_METRICS},
+            "floor": {name: result[name] * FLOOR_MARGIN for name in FLOOR_METRICS},
+        }
+    return floors
+
+
+@report_app.command("floors")
+def floors_command(
+    out: Path = typer.Option(FLOORS_FILE, help="where the regression test reads the floors"),
+) -> None:
+    """Measure the shipped weights on a slice of their test split; write regression floors."""
+    floors = measure_floors()
+    out.write_text(json.dumps(floors, indent=2) + "\n")
+    for name, entry in floors.items():
+        typer.echo(f"{name}: measured {entry['measured']}, floor {entry['floor']}")

@@ -1,0 +1,37 @@
+"""Every shipped weights file still scores at least its floor on a slice of its test split.
+
+Floors are written by ``irtrack report floors`` when weights are shipped (just under what they
+measured then), so a broken weights file, a changed preprocessing or post-processing, or a model
+change that silently alters the function fails here.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from models.evaluate import evaluate
+from models.paths import WEIGHTS_DIR
+from models.report import FLOOR_METRICS, FLOORS_FILE
+from models.weights import file_sha256
+
+FLOORS = json.loads(FLOORS_FILE.read_text()) if FLOORS_FILE.exists() else {}
+
+
+def test_every_shipped_single_frame_weights_file_has_a_floor() -> None:
+    shipped = {path.name for path in WEIGHTS_DIR.glob("*.safetensors")}
+    assert set(FLOORS) <= shipped
+    for name in shipped - set(FLOORS):
+        assert name.startswith("std2net"), f"{name} has no regression floor: irtrack report floors"
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_shipped_weights_score_at_least_their_floor(name: str, data_dir: Path) -> None:
+    entry = FLOORS[name]
+    weights = WEIGHTS_DIR / name
+    assert file_sha256(weights) == entry["weights_sha256"], "weights changed: re-measure floors"
+    result = evaluate(
+        data_dir / entry["dataset"], "test", entry["model"], weights, limit=entry["images"]
+    )
+    for metric in FLOOR_METRICS:
+        assert result[metric] >= entry["floor"][metric], (metric, result[metric], entry)
