@@ -23,33 +23,21 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -c "import torch, models, service" && touch "$stamp"
 fi
 
-# --- headless Chromium for tests/test_viewer.py (issue 7) ----------------------------------------
-# Debian's chromium + chromedriver, installed for `./dev.sh test` where apt can; without them the
-# viewer test skips. No browser is downloaded by Python packages.
-browser_packages="chromium chromium-driver fonts-dejavu-core"
+# --- system packages the test suite drives for real ------------------------------------------------
+# Debian's chromium + chromedriver (tests/test_viewer.py), redis-server (scale-out tests) and
+# prometheus with promtool (monitoring tests), installed for `./dev.sh test` where apt can (root);
+# without them those tests skip with a reason. No browser is downloaded by Python packages.
+test_packages="chromium chromium-driver fonts-dejavu-core redis-server prometheus"
 if [ "${1:-demo}" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-    && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+    && ! { command -v chromium && command -v chromedriver && command -v redis-server \
+           && command -v prometheus && command -v promtool; } >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     # shellcheck disable=SC2086  # the package list is meant to split
-    apt-get install -y -qq --no-install-recommends $browser_packages >/dev/null 2>&1 \
-        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $browser_packages >/dev/null; } \
-        || echo "dev.sh: could not install chromium; tests/test_viewer.py will skip" >&2
+    apt-get install -y -qq --no-install-recommends $test_packages >/dev/null 2>&1 \
+        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $test_packages >/dev/null; } \
+        || echo "dev.sh: could not install $test_packages; the tests that need them will skip" >&2
 fi
-# --- end of the Chromium block ------------------------------------------------------------------
 
-# --- redis-server and Prometheus for the scale-out and deployment tests (issue 6) ----------------
-# Debian's redis-server and prometheus (with promtool), installed for `./dev.sh test` where apt
-# can; without them tests/test_scale_out.py and the promtool checks skip.
-scale_out_packages="redis-server prometheus"
-if [ "${1:-demo}" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-    && ! { command -v redis-server && command -v prometheus && command -v promtool; } >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    # shellcheck disable=SC2086  # the package list is meant to split
-    apt-get install -y -qq --no-install-recommends $scale_out_packages >/dev/null 2>&1 \
-        || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $scale_out_packages >/dev/null; } \
-        || echo "dev.sh: could not install redis-server/prometheus; the scale-out tests will skip" >&2
-fi
-# --- end of the scale-out block -------------------------------------------------------------------
 
 job=${1:-demo}
 shift || true
