@@ -29,6 +29,7 @@ import typer
 from torch import nn
 
 from models import build_model, model_info
+from models.machine import cpu_model
 from models.std2net import STD2Net, StreamState, step_streams
 
 STREAMING = "std2net-stream"  # STD2Net's per-frame cost in a stream: cached ring, one backbone pass
@@ -51,16 +52,9 @@ def parse_size(size: str) -> tuple[int, int]:
 
 def machine_info(device: torch.device) -> dict[str, Any]:
     """What the numbers were measured on: they mean little without it."""
-    cpu_model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
     info: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": cpu_model,
+        "cpu": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),

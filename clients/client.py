@@ -99,7 +99,7 @@ class AsyncClient:
     ) -> Result:
         """One frame of a stream over REST (its window and tracker are used and updated)."""
         params, content = _frame_request(image, model, mask, seq, timestamp)
-        path = f"/v1/streams/{quote(stream_id, safe='')}/frames"
+        path = _stream_path(stream_id, "/frames")
         return _parse(await self._http.post(path, params=params, content=content), Result)
 
     async def streams(self) -> list[StreamInfo]:
@@ -107,11 +107,11 @@ class AsyncClient:
 
     async def stream_info(self, stream_id: str) -> StreamInfo | None:
         """The stream's state and counters; None if the service has no such stream."""
-        response = await self._http.get(f"/v1/streams/{quote(stream_id, safe='')}")
+        response = await self._http.get(_stream_path(stream_id))
         return None if response.status_code == 404 else _parse(response, StreamInfo)
 
     async def delete_stream(self, stream_id: str) -> None:
-        _raise_for_error(await self._http.delete(f"/v1/streams/{quote(stream_id, safe='')}"))
+        _raise_for_error(await self._http.delete(_stream_path(stream_id)))
 
     def stream(
         self,
@@ -132,7 +132,7 @@ class AsyncClient:
         ``when_busy`` says what a frame that finds ``max_in_flight`` frames unanswered does.
         """
         query = _query(model=model, mask="rle" if mask else None)
-        url = f"{self._ws_base()}/v1/streams/{quote(stream_id, safe='')}/ws{query}"
+        url = f"{self._ws_base()}{_stream_path(stream_id, '/ws')}{query}"
         return LiveStream(
             lambda: self._open_socket(url),
             lambda: self.stream_info(stream_id),
@@ -153,7 +153,7 @@ class AsyncClient:
         Drops and errors of the watched stream are skipped here.
         """
         query = _query(preview_width=preview_width)
-        url = f"{self._ws_base()}/v1/streams/{quote(stream_id, safe='')}/watch{query}"
+        url = f"{self._ws_base()}{_stream_path(stream_id, '/watch')}{query}"
         async with await self._open_socket(url) as socket:
             async for raw in socket:
                 message = json.loads(raw)
@@ -214,18 +214,18 @@ class Client:
         mask: bool = False,
     ) -> Result:
         params, content = _frame_request(image, model, mask, seq, timestamp)
-        path = f"/v1/streams/{quote(stream_id, safe='')}/frames"
+        path = _stream_path(stream_id, "/frames")
         return _parse(self._http.post(path, params=params, content=content), Result)
 
     def streams(self) -> list[StreamInfo]:
         return _parse(self._http.get("/v1/streams"), StreamList).streams
 
     def stream_info(self, stream_id: str) -> StreamInfo | None:
-        response = self._http.get(f"/v1/streams/{quote(stream_id, safe='')}")
+        response = self._http.get(_stream_path(stream_id))
         return None if response.status_code == 404 else _parse(response, StreamInfo)
 
     def delete_stream(self, stream_id: str) -> None:
-        _raise_for_error(self._http.delete(f"/v1/streams/{quote(stream_id, safe='')}"))
+        _raise_for_error(self._http.delete(_stream_path(stream_id)))
 
     def stream(
         self, stream_id: str, frames: Iterable[np.ndarray], **options: Any
@@ -321,6 +321,11 @@ class BlockingStream(Iterable[Item]):
 
 def _auth(api_key: str | None) -> dict[str, str]:
     return {"X-API-Key": api_key} if api_key else {}
+
+
+def _stream_path(stream_id: str, tail: str = "") -> str:
+    """A stream's URL path: the id is escaped whole (a ``/`` in it must not start a new segment)."""
+    return f"/v1/streams/{quote(stream_id, safe='')}{tail}"
 
 
 def _query(**params: str | int | None) -> str:

@@ -96,6 +96,27 @@ class FrameEvent:
         record["round_trip_ms"] = self.round_trip_ms
         return record
 
+    def describe(self) -> str:
+        """One line, for printing as answers arrive: the first targets with their track ids
+        (``#-`` while unconfirmed), or what became of the frame."""
+        if isinstance(self.message, FrameError):
+            return (
+                f"frame {self.seq}: error {self.message.error.code}: {self.message.error.message}"
+            )
+        result = self.result
+        if result is None:
+            return f"frame {self.seq}: {self.status} ({self.reason})"
+        shown = ", ".join(
+            f"#{'-' if t.track_id is None else t.track_id} ({t.centroid.x:.1f},{t.centroid.y:.1f}) "
+            f"a={t.area} s={t.score:.2f}"
+            for t in result.targets[:5]
+        )
+        more = f" +{len(result.targets) - 5} more" if len(result.targets) > 5 else ""
+        return (
+            f"frame {self.seq}: {len(result.targets)} targets [{shown}{more}] "
+            f"{self.round_trip_ms or 0:.0f} ms (server {result.latency_ms.total:.0f} ms)"
+        )
+
 
 @dataclass
 class Reconnected:
@@ -135,7 +156,8 @@ class StreamStats:
     lost: int = 0
     reconnects: int = 0
     targets: int = 0
-    track_ids: set[int] = field(default_factory=set)
+    frames_with_targets: int = 0
+    track_ids: set[int] = field(default_factory=set)  # confirmed tracks (unconfirmed have none)
     round_trip_ms: list[float] = field(default_factory=list)
     started_at: float = field(default_factory=time.perf_counter)
 
@@ -157,8 +179,9 @@ class StreamStats:
         if event.round_trip_ms is not None and event.status == "result":
             self.round_trip_ms.append(event.round_trip_ms)
         if event.result is not None:
-            self.targets += len(event.result.targets)
             targets = event.result.targets
+            self.targets += len(targets)
+            self.frames_with_targets += bool(targets)
             self.track_ids.update(t.track_id for t in targets if t.track_id is not None)
 
     @property
@@ -168,8 +191,8 @@ class StreamStats:
 
     def summary(self) -> str:
         latency = (
-            "round trip ms p50 {:.0f}, p95 {:.0f}".format(
-                *np.percentile(self.round_trip_ms, [50, 95])
+            "round trip ms p50 {:.0f}, p95 {:.0f}, p99 {:.0f}".format(
+                *np.percentile(self.round_trip_ms, [50, 95, 99])
             )
             if self.round_trip_ms
             else "no results"
@@ -178,7 +201,8 @@ class StreamStats:
             f"{self.frames} frames: {self.results} results, {self.dropped} dropped, "
             f"{self.errors} errors, {self.skipped} skipped, {self.lost} lost; "
             f"{self.reconnects} reconnects; {self.fps:.1f} fps; {latency}; "
-            f"{self.targets} targets, {len(self.track_ids)} tracks"
+            f"{self.targets} targets in {self.frames_with_targets} frames, "
+            f"{len(self.track_ids)} confirmed tracks"
         )
 
 

@@ -172,19 +172,7 @@ def _postfix(stats: StreamStats, event: FrameEvent) -> str:
 
 
 def describe(event: FrameEvent | Reconnected) -> str:
-    """One line per event, for printing as answers arrive."""
+    """One line per event, for printing as answers arrive; reconnections stand out."""
     if isinstance(event, Reconnected):
         return f"!! {event.describe()}"
-    result = event.result
-    if result is None:
-        return f"frame {event.seq}: {event.status} ({event.reason})"
-    shown = ", ".join(
-        f"#{'-' if t.track_id is None else t.track_id} ({t.centroid.x:.1f},{t.centroid.y:.1f}) "
-        f"a={t.area} s={t.score:.2f}"
-        for t in result.targets[:5]
-    )
-    more = f" +{len(result.targets) - 5} more" if len(result.targets) > 5 else ""
-    return (
-        f"frame {event.seq}: {len(result.targets)} targets [{shown}{more}] "
-        f"{event.round_trip_ms or 0:.0f} ms (server {result.latency_ms.total:.0f} ms)"
-    )
+    return event.describe()

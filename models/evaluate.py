@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -31,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models.datasets import SPLITS, IRSTDDataset
+from models.machine import describe_machine
 from models.metrics import DEFAULT_THRESHOLD, SegmentationMetrics, plot_roc
 from models.padding import SizedModel, run_padded
 from models.paths import DATA_DIR
@@ -109,20 +109,6 @@ def read_probability_png(path: Path) -> np.ndarray:
     if png.ndim != 2 or png.dtype != np.uint8:
         raise EvaluationError(f"{path}: expected an 8-bit single-channel PNG")
     return png.astype(np.float32) / np.float32(255.0)
-
-
-def describe_machine(device: torch.device) -> str:
-    """CPU model, and the GPU model when running on one."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    if device.type == "cuda":
-        return f"GPU {torch.cuda.get_device_name(device)}; CPU {cpu}"
-    return f"CPU {cpu}"
 
 
 def evaluate(

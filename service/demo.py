@@ -1,16 +1,17 @@
 """``irtrack demo``: the service end to end on one machine, the way a user first meets it.
 
 Starts the service in-process on a free port with the embedded queue (no Redis), streams a real
-thermal clip (``<shared>/data/videos``; frames synthesized from the shared datasets where there
-is no clip) through the WebSocket with :mod:`clients.demo_client`, prints each frame's targets as
-they arrive, and ends with a summary: frames, fps, latency percentiles, targets.
+thermal clip (``<shared>/data/videos``, read by :mod:`clients.sources`; frames synthesized from
+the shared datasets where there is no clip) through the WebSocket with the client SDK
+(:meth:`clients.Client.stream`: at most ``MAX_IN_FLIGHT`` frames unanswered), prints each frame's
+targets as they arrive, and ends with a summary: frames, fps, latency percentiles, targets,
+tracks, and the service's own frame counters.
 """
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -20,15 +21,16 @@ import numpy as np
 import torch
 import typer
 
-from clients.demo_client import describe, stream_frames
+from clients import Client
+from clients.sources import open_source
 from models.paths import DATA_DIR
-from models.preprocess import to_gray
 from service.server import BackgroundServer
 from service.settings import MODEL_NAMES, Settings
 
 VIDEO_DIR = DATA_DIR / "videos"
 SYNTHETIC_SIZE = (512, 640)  # (H, W) of synthesized frames: the clips' size
 CPU_MAX_WIDTH = 320
+MAX_IN_FLIGHT = 2  # frames sent and unanswered: one being processed, one waiting behind it
 
 
 def demo_command(
@@ -38,7 +40,11 @@ def demo_command(
         Path | None, typer.Option(help="video file (default: the first clip in data/videos)")
     ] = None,
     fps: Annotated[
-        float, typer.Option(help="send at this rate (0: as fast as the service answers)")
+        float,
+        typer.Option(
+            help="send at this rate, skipping frames while the service is busy "
+            "(0: every frame, as fast as the service answers)"
+        ),
     ] = 0.0,
     max_width: Annotated[
         int | None,
@@ -66,19 +72,25 @@ def demo_command(
         log_level="warning",
     )
     started = time.perf_counter()
-    with BackgroundServer(settings) as server:
-        _wait_until_ready(server.base_url, timeout_s=300)
+    with BackgroundServer(settings) as server, Client(server.base_url) as client:
+        _wait_until_ready(client, timeout_s=300)
         typer.echo(f"service ready at {server.base_url} in {time.perf_counter() - started:.1f} s")
-
-        def show(message: dict[str, object], round_trip_ms: float) -> None:
+        stream = client.stream(
+            "demo",
+            clip,
+            model=model,
+            max_in_flight=MAX_IN_FLIGHT,
+            fps=fps or None,
+            when_busy="skip" if fps > 0 else "wait",
+        )
+        for event in stream:
             if not quiet:
-                typer.echo(describe(message, round_trip_ms))
-
-        url = f"{server.ws_url}/v1/streams/demo/ws?model={model}"
-        report = asyncio.run(stream_frames(url, clip, window=2, fps=fps, on_message=show))
+                typer.echo(event.describe())
+        assert stream.stats is not None  # set when the stream started
+        summary = stream.stats.summary()  # before shutting down: its fps runs to this call
         metrics = httpx.get(f"{server.base_url}/metrics").text
     typer.echo("--- summary ---")
-    typer.echo(report.summary())
+    typer.echo(summary)
     typer.echo(_frame_counters(metrics))
 
 
@@ -88,7 +100,11 @@ def _load_clip(video: Path | None, count: int) -> tuple[list[np.ndarray], str]:
         clips = sorted(VIDEO_DIR.glob("*.mp4")) if VIDEO_DIR.is_dir() else []
         video = clips[0] if clips else None
     if video is not None:
-        return list(_read_video(video, count)), str(video)
+        try:
+            source = open_source(str(video))
+        except OSError as exc:  # no such file, or one OpenCV cannot open
+            raise typer.BadParameter(str(exc), param_hint="--video") from None
+        return list(itertools.islice(source, count)), str(video)
     return _synthesize(count), "synthesized frames (no clip in data/videos)"
 
 
@@ -98,20 +114,6 @@ def _fit_width(frame: np.ndarray, max_width: int) -> np.ndarray:
         return frame
     size = (max_width, round(height * max_width / width))
     return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-
-
-def _read_video(path: Path, count: int) -> Iterator[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise typer.BadParameter(f"cannot open video {path}")
-    try:
-        for _ in range(count):
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield to_gray(frame)
-    finally:
-        capture.release()
 
 
 def _synthesize(count: int) -> list[np.ndarray]:
@@ -126,9 +128,9 @@ def _synthesize(count: int) -> list[np.ndarray]:
     return list(synthesize_sequence(config, source).frames)
 
 
-def _wait_until_ready(base_url: str, timeout_s: float) -> None:
+def _wait_until_ready(client: Client, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while httpx.get(f"{base_url}/readyz").status_code != 200:
+    while not client.ready():
         if time.monotonic() > deadline:
             raise RuntimeError(f"the service was not ready within {timeout_s:.0f} s")
         time.sleep(0.2)

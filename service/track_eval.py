@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import typer
 
-from models.evaluate import describe_machine
+from models.machine import describe_machine
 from models.metrics import DEFAULT_THRESHOLD, MATCH_DISTANCE
 from models.padding import SizedModel, run_padded
 from models.postprocess import find_components, sigmoid

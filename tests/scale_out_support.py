@@ -89,11 +89,16 @@ class RedisServer:
 
 
 class ServiceProcess:
-    """``irtrack serve`` or ``irtrack worker`` in a child process, logging to a file."""
+    """``irtrack serve`` or ``irtrack worker`` in a child process, logging to a file.
 
-    def __init__(self, command: str, env: dict[str, str], log_path: Path) -> None:
+    It listens on a free port, or on ``port`` (a restarted server taking over its predecessor's).
+    """
+
+    def __init__(
+        self, command: str, env: dict[str, str], log_path: Path, port: int | None = None
+    ) -> None:
         self.command = command
-        self.port = free_port()
+        self.port = free_port() if port is None else port
         self.log_path = log_path
         self._log = log_path.open("wb")
         child_env = {**os.environ, **env, "IRTRACK_HOST": "127.0.0.1"}

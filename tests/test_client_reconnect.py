@@ -2,14 +2,10 @@
 and started again on the same port; the stream reconnects with the same id, goes on, and
 reports the gap (frames lost, how long, that the server's stream state restarted)."""
 
-import os
-import subprocess
-import sys
 import time
 
-import httpx
 import pytest
-from scale_out_support import REPO, free_port, wait_for
+from scale_out_support import ServiceProcess, free_port
 from service_support import noise_frame
 
 from clients import Client, FrameEvent, Reconnected
@@ -18,60 +14,43 @@ pytestmark = pytest.mark.timeout(150)
 
 FRAMES = 30
 KILL_BEFORE = 15  # the server dies while the source reads this frame: the one before is in flight
+SERVER_ENV = {
+    "IRTRACK_MODELS": "sd2net",
+    "IRTRACK_WARMUP_SIZES": "64x48",
+    "IRTRACK_TORCH_THREADS": "1",
+    "IRTRACK_LOG_LEVEL": "warning",
+}
 
 
-def start_server(port):
-    """``irtrack serve`` on ``port`` (a restart must reuse it); ServiceProcess picks its own."""
-    env = {
-        **os.environ,
-        "IRTRACK_MODELS": "sd2net",
-        "IRTRACK_WARMUP_SIZES": "64x48",
-        "IRTRACK_TORCH_THREADS": "1",
-        "IRTRACK_LOG_LEVEL": "warning",
-    }
-    command = [sys.executable, "-c", "from service.cli import app; app()", "serve"]
-    return subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def test_a_stream_survives_a_server_restart_and_reports_the_gap(tmp_path):
+    port = free_port()  # a restart must reuse it
+    servers: list[ServiceProcess] = []
 
+    def start_server():
+        log_path = tmp_path / f"serve-{len(servers)}.log"
+        servers.append(ServiceProcess("serve", SERVER_ENV, log_path, port=port))
 
-def ready(base_url, process):
-    assert process.poll() is None, "the server process exited"
     try:
-        return httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def test_a_stream_survives_a_server_restart_and_reports_the_gap():
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    servers = [start_server(port)]
-    try:
-        wait_for(lambda: ready(base_url, servers[0]), 90, "the server to be ready", 0.2)
+        start_server()
+        servers[0].wait_ready()
 
         def camera():
             for seq in range(FRAMES):
                 if seq == KILL_BEFORE:
-                    servers[0].kill()  # a crash: no goodbye, no answers for frames in flight
-                    servers[0].wait()
-                    servers.append(start_server(port))
+                    servers[0].kill_hard()  # a crash: no goodbye, no answers for frames in flight
+                    start_server()
                 yield noise_frame(48, 64, seed=seq)
 
         started = time.monotonic()
-        with Client(base_url) as client:
+        with Client(servers[0].base_url) as client:
             stream = client.stream("survivor", camera(), reconnect_timeout_s=90)
             events = list(stream)
             info = client.stream_info("survivor")
         elapsed = time.monotonic() - started
     finally:
-        for process in servers:
-            process.kill()
-            process.wait()
+        for server in servers:
+            server.kill_hard()
+            server.stop()
 
     gaps = [e for e in events if isinstance(e, Reconnected)]
     frames = [e for e in events if isinstance(e, FrameEvent)]

@@ -10,32 +10,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 
-class ModelCard(Protocol):
-    """A model as ``/v1/models`` and admission see it (no weights, no torch)."""
+@dataclass(frozen=True)
+class ModelCard:
+    """A model as ``/v1/models`` and admission see it (no weights, no torch): what an embedded
+    worker loaded, or what an ``irtrack worker`` registered in Redis."""
+
+    name: str
+    frames: int
+    size_multiple: int
+    parameters: int
+    weights_sha256: str
+    weights_source: str
 
     @property
-    def name(self) -> str: ...
-
-    @property
-    def frames(self) -> int: ...
-
-    @property
-    def size_multiple(self) -> int: ...
-
-    @property
-    def parameters(self) -> int: ...
-
-    @property
-    def weights_sha256(self) -> str: ...
-
-    @property
-    def weights_source(self) -> str: ...
-
-    @property
-    def streaming(self) -> bool: ...
+    def streaming(self) -> bool:
+        """Multi-frame models keep a per-stream window of cached features."""
+        return self.frames > 1
 
 
 class Inference(Protocol):

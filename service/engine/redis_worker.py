@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -371,11 +372,8 @@ def _session_in_tenure(session: str, tenure: int) -> str:
 
 
 def _card(model: ModelCard) -> dict[str, object]:
+    """The registration API processes read back as ``ModelCard(**card)`` (no module)."""
     return {
-        "name": model.name,
-        "frames": model.frames,
-        "size_multiple": model.size_multiple,
-        "parameters": model.parameters,
-        "weights_sha256": model.weights_sha256,
-        "weights_source": model.weights_source,
+        card_field.name: getattr(model, card_field.name)
+        for card_field in dataclasses.fields(ModelCard)
     }

@@ -15,12 +15,12 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
+from service.engine.inference import ModelCard
 from service.engine.redis_queue import RedisFrameQueue
 from service.engine.redis_wire import live_workers
 from service.metrics import ServiceMetrics
@@ -32,22 +32,6 @@ WATCH_PERIOD_S = 0.5
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class RemoteModel:
-    """A model a worker registered (what ``/v1/models`` shows)."""
-
-    name: str
-    frames: int
-    size_multiple: int
-    parameters: int
-    weights_sha256: str
-    weights_source: str
-
-    @property
-    def streaming(self) -> bool:
-        return self.frames > 1
-
-
 class RemoteWorkers:
     """The :class:`service.engine.inference.Inference` of an API process in scale-out mode."""
 
@@ -56,7 +40,7 @@ class RemoteWorkers:
         self.settings = settings
         self.ready = threading.Event()
         self.load_error: BaseException | None = None  # nothing to load here
-        self._models: dict[str, RemoteModel] = {}
+        self._models: dict[str, ModelCard] = {}
         self._backlog = 0
         self._misfits: set[str] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -73,7 +57,7 @@ class RemoteWorkers:
         return self._watcher is not None and not self._watcher.done()
 
     @property
-    def models(self) -> dict[str, RemoteModel]:
+    def models(self) -> dict[str, ModelCard]:
         return self._models
 
     def start(self) -> None:
@@ -122,10 +106,10 @@ class RemoteWorkers:
 
     def _update(self, workers: list[dict[str, Any]]) -> None:
         self._workers.set(len(workers))
-        registered: dict[str, RemoteModel] = {}
+        registered: dict[str, ModelCard] = {}
         for worker in workers:
             for card in worker["models"]:
-                registered.setdefault(card["name"], RemoteModel(**card))
+                registered.setdefault(card["name"], ModelCard(**card))
         self._warn_about_misfits(workers)
         if workers and set(self.settings.models) <= set(registered):
             self._models = registered

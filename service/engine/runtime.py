@@ -22,6 +22,7 @@ from models import load_model, model_info
 from models.padding import crop_to, pad_to_multiple, padded_size
 from models.std2net import STD2Net, StreamState, step_streams
 from models.weights import file_sha256
+from service.engine.inference import ModelCard
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,19 +39,10 @@ class WeightsChoice:
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    module: nn.Module
-    frames: int
-    size_multiple: int
-    parameters: int
-    weights_sha256: str
-    weights_source: str
+class LoadedModel(ModelCard):
+    """A model card with the module it describes, on the worker's device."""
 
-    @property
-    def streaming(self) -> bool:
-        """Multi-frame models keep a per-stream window of cached features."""
-        return self.frames > 1
+    module: nn.Module
 
 
 def choose_weights(settings: Settings) -> dict[str, WeightsChoice]:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import Depends, Header, Query
+from fastapi import Depends, Header, Query, WebSocket
+from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection, Request
 
 from service.codecs import FrameLimits, RawLayout, decode_frame
 from service.engine.engine import Engine
-from service.errors import Forbidden, InvalidParameter, TooLarge, Unauthorized
+from service.errors import Forbidden, InvalidParameter, ServiceError, TooLarge, Unauthorized
 from service.settings import Settings
 
 STREAM_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -42,6 +44,21 @@ def require_api_key(
     connection: HTTPConnection, x_api_key: Annotated[str | None, Header()] = None
 ) -> None:
     check_api_key(connection.app.state.settings, x_api_key)
+
+
+def check_stream_handshake(settings: Settings, key: str | None, stream_id: str) -> None:
+    """A WebSocket's key and stream id, checked before the handshake is accepted (REST routes
+    get the same checks from ``require_api_key`` and the path pattern)."""
+    check_api_key(settings, key)
+    if not re.fullmatch(STREAM_ID_PATTERN, stream_id):
+        raise InvalidParameter(f"stream id must match {STREAM_ID_PATTERN}")
+
+
+async def refuse_handshake(websocket: WebSocket, error: ServiceError) -> None:
+    """Refuse a WebSocket handshake with the same status and JSON body as the REST API."""
+    await websocket.send_denial_response(
+        JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+    )
 
 
 class FrameQuery:

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.codecs import decode_frame
@@ -29,7 +27,12 @@ from service.engine.messages import Answer
 from service.engine.streams import StreamSession
 from service.errors import InvalidParameter, ServiceError
 from service.routes import render
-from service.routes.deps import STREAM_ID_PATTERN, check_api_key, frame_limits, raw_layout
+from service.routes.deps import (
+    check_stream_handshake,
+    frame_limits,
+    raw_layout,
+    refuse_handshake,
+)
 
 router = APIRouter(tags=["live"])
 
@@ -58,16 +61,11 @@ async def live_stream(
 ) -> None:
     engine: Engine = websocket.app.state.engine
     try:
-        check_api_key(engine.settings, websocket.headers.get("x-api-key"))
-        if not re.fullmatch(STREAM_ID_PATTERN, stream_id):
-            raise InvalidParameter(f"stream id must match {STREAM_ID_PATTERN}")
+        check_stream_handshake(engine.settings, websocket.headers.get("x-api-key"), stream_id)
         connection = _LiveConnection(websocket, engine, mask == "rle")
         connection.session = engine.open_live(stream_id, model, connection)
     except ServiceError as exc:
-        # Refuse the handshake with the same status and JSON body as the REST API.
-        await websocket.send_denial_response(
-            JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
-        )
+        await refuse_handshake(websocket, exc)
         return
     try:
         await websocket.accept()

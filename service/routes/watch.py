@@ -17,21 +17,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import re
 from typing import Annotated, Any
 
 import cv2
 import numpy as np
 from fastapi import APIRouter, Query, WebSocket
-from fastapi.responses import JSONResponse
 
 from models.preprocess import normalize_frame
 from service.engine.engine import Engine
 from service.engine.messages import Answer, FrameDropped
 from service.engine.watchers import Watcher
-from service.errors import InvalidParameter, ServiceError
+from service.errors import ServiceError
 from service.routes import render
-from service.routes.deps import STREAM_ID_PATTERN, check_api_key
+from service.routes.deps import check_stream_handshake, refuse_handshake
 from service.schemas import Preview, WatchedResult
 
 router = APIRouter(tags=["live"])
@@ -48,14 +46,12 @@ async def watch_stream(
 ) -> None:
     engine: Engine = websocket.app.state.engine
     try:
-        check_api_key(engine.settings, websocket.headers.get("x-api-key") or key)
-        if not re.fullmatch(STREAM_ID_PATTERN, stream_id):
-            raise InvalidParameter(f"stream id must match {STREAM_ID_PATTERN}")
+        check_stream_handshake(
+            engine.settings, websocket.headers.get("x-api-key") or key, stream_id
+        )
         watcher = engine.watchers.add(stream_id)
     except ServiceError as exc:
-        await websocket.send_denial_response(
-            JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
-        )
+        await refuse_handshake(websocket, exc)
         return
     try:
         await websocket.accept()
