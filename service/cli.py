@@ -6,6 +6,9 @@ import torch
 import typer
 
 from bench.model_throughput import bench_models
+from bench.onnx_cpu import bench_onnx
+from bench.service_e2e import bench_service
+from bench.streaming import bench_streaming
 from clients.stream_cli import stream_command
 from models import MODEL_INFO, build_model, load_model
 from models.evaluate import eval_command
@@ -24,6 +27,9 @@ bench_app = typer.Typer(help="Benchmarks that print tables and write JSON.", no_
 app.add_typer(bench_app, name="bench")
 app.add_typer(report_app, name="report")
 bench_app.command("models")(bench_models)
+bench_app.command("streaming")(bench_streaming)
+bench_app.command("service")(bench_service)
+bench_app.command("onnx")(bench_onnx)
 app.command("eval")(eval_command)
 app.command("train")(train_command)
 app.command("eval-tracks")(eval_tracks)

@@ -1,0 +1,684 @@
+"""The service end to end: N concurrent WebSocket streams through a real service, vs the raw model.
+
+What it runs: the service as child processes, as a deployment runs it (``irtrack serve`` on the
+embedded queue; or ``redis-server`` on a free port + ``irtrack serve`` + one ``irtrack worker``
+with ``--backend redis``), and, from this process, N concurrent streams through the Python SDK
+(``clients.AsyncClient.stream``: raw 8-bit frames, at most ``max_in_flight`` unanswered per
+stream). Frames are real thermal video (the first clip of ``<shared>/data/videos``, downscaled to
+cover the size and centre-cropped) or, without a clip, synthesized. Each stream sends
+
+- at ``fps`` frames/s (a camera: a frame without a credit is skipped by the client,
+  ``when_busy="skip"``), or
+- with ``fps=0`` as fast as its credits allow (every frame sent, ``when_busy="wait"``): the
+  service's saturation throughput.
+
+For ``seconds`` after a ``warmup_s`` ramp, a row counts the results that arrive (delivered
+frames/s), their client round trips (p50/p95/p99) and the server's own latency split; frames
+still in flight at the end are drained (counted, not timed). Beside it: the mean batch the worker
+ran, the CPU each process used (cores), and the raw model throughput, measured in this process
+before and after the rows (the faster is the reference) with the same model, padded size, the
+engine's max batch and torch threads (``bench.model_throughput``; ``std2net`` timed as the
+service runs it, the cached stream step). Environment variables reach the service's processes,
+so ``OMP_WAIT_POLICY=PASSIVE irtrack bench service ...`` applies to the raw model and the service.
+The overhead ratio of a saturation row is its delivered frames/s / the raw frames/s.
+
+Where a frame's time goes on CPU (2-core development machine shared with two training jobs;
+py-spy on ``irtrack serve``, SD2Net 256x256, 4 streams at saturation; each stage timed alone on
+the same frames):
+
+- The worker thread spends 96% of its samples in the model's forward pass, 3% waiting for the
+  next frames (the event loop -> worker thread hop, and ``max_wait_ms`` for batch-mates when
+  fewer streams than ``max_batch``), < 1% in post-processing; the event loop waits in uvloop's
+  poll for > 99% of its samples.
+- Per frame outside the model, in ms: raw decode 0.01, normalise 0.04, pad + cat 0.04, crop
+  0.01, sigmoid 0.31, connected components 1.08, tracker 0.36, result + JSON 0.06: ~1.9 ms
+  against 300-800 ms of model per 256x256 frame on these cores.
+- So on CPU the ratio is set by threads, not per-frame work. 64x64, 8 streams: 1 torch thread,
+  ratio 1.02; 2 threads with libgomp's default spin-waiting, 0.16 (the model call 10x slower:
+  a spinning OpenMP thread burns the time slice its partner, the event loop and the client
+  need); 2 threads with ``OMP_WAIT_POLICY=PASSIVE``, 0.98. Fewer streams than ``max_batch``
+  also run smaller batches than the raw reference (std2net 32x32, 2 streams: 0.53).
+- Plan: ``OMP_WAIT_POLICY=PASSIVE`` (set before torch loads: images, dev.sh) or
+  ``IRTRACK_TORCH_THREADS`` = cores - 1 where the service shares its cores; once the model is
+  fast (ONNX Runtime, ``irtrack bench onnx``; a GPU), cut the ~1.7 ms of sigmoid + components +
+  tracker: threshold the logits (logit > log(t / (1 - t))), take peak scores inside the
+  components only.
+
+Tables for the README come from ``--markdown PATH``, never typed by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import cv2
+import httpx
+import numpy as np
+import torch
+import typer
+
+from bench.model_throughput import STREAMING, machine_info, parse_size, run_model_benchmark
+from clients import AsyncClient, IrtrackError, Reconnected
+from clients.sources import open_source
+from models import model_info
+from models.padding import padded_size
+from models.paths import DATA_DIR, REPO_ROOT
+from service.settings import MODEL_NAMES, Settings
+
+BACKENDS = ("embedded", "redis")
+DEFAULT_STREAMS = (1, 4, 16)
+DEFAULT_FPS = (25.0, 0.0)  # 0: as fast as the credits allow (saturation)
+DEFAULT_SIZE = (256, 256)  # (H, W)
+DEFAULT_MAX_BATCH: int = Settings.model_fields["max_batch"].default
+DEFAULT_MAX_STREAMS: int = Settings.model_fields["max_streams"].default
+VIDEO_DIR = DATA_DIR / "videos"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- frames ------------------------------------------------------------------------------------
+def load_clip(
+    size: tuple[int, int], count: int = 100, video: Path | None = None
+) -> tuple[list[np.ndarray], str]:
+    """``count`` gray frames of (H, W) = ``size``, and where they came from.
+
+    From ``video`` or the first clip of ``<shared>/data/videos``, each frame scaled to cover the
+    size and centre-cropped; synthesized when there is no clip.
+    """
+    if video is None:
+        clips = sorted(VIDEO_DIR.glob("*.mp4")) if VIDEO_DIR.is_dir() else []
+        video = clips[0] if clips else None
+    if video is None:
+        return synthetic_clip(size, count), "synthesized (no clip in data/videos)"
+    frames = [
+        _cover_crop(frame, size) for frame in itertools.islice(open_source(str(video)), count)
+    ]
+    if not frames:
+        raise ValueError(f"cannot read frames from {video}")
+    return frames, str(video)
+
+
+def _cover_crop(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    height, width = size
+    scale = max(height / frame.shape[0], width / frame.shape[1])
+    scaled_size = (
+        max(width, round(frame.shape[1] * scale)),
+        max(height, round(frame.shape[0] * scale)),
+    )
+    scaled = cv2.resize(frame, scaled_size, interpolation=cv2.INTER_AREA)
+    top, left = (scaled.shape[0] - height) // 2, (scaled.shape[1] - width) // 2
+    return np.ascontiguousarray(scaled[top : top + height, left : left + width])
+
+
+def synthetic_clip(size: tuple[int, int], count: int, seed: int = 0) -> list[np.ndarray]:
+    """A cloudy 8-bit background with a small bright target drifting across it."""
+    height, width = size
+    rng = np.random.default_rng(seed)
+    background = cv2.GaussianBlur(rng.random((height, width)), (0, 0), 4) * 120 + 40
+    frames = []
+    for index in range(count):
+        frame = background + rng.normal(0, 2, size)
+        y = int(height / 3 + index) % (height - 3)
+        x = int(width / 4 + 2 * index) % (width - 3)
+        frame[y : y + 3, x : x + 3] = 250
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return frames
+
+
+# --- the service as child processes ------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class _Child:
+    """A child process logging to a file; stopped gently (SIGTERM), then firmly."""
+
+    def __init__(self, role: str, command: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.role = role
+        self.log_path = log_dir / f"{role}.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def check_running(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(
+                f"{self.role} exited with {self.process.returncode}; its log:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def _irtrack(command: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "from service.cli import app; app()",
+        command,
+        "--port",
+        str(port),
+    ]
+
+
+@dataclass
+class ServiceStack:
+    """The processes of one backend; ``base_url`` is the API, ``metrics_url`` the process that
+    runs the model (the API itself on the embedded queue, the worker with Redis)."""
+
+    base_url: str
+    metrics_url: str
+    children: list[_Child] = field(default_factory=list)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {child.role: child.process.pid for child in self.children}
+
+
+@contextlib.contextmanager
+def service_stack(
+    backend: str, service_env: dict[str, str], startup_timeout_s: float = 300.0
+) -> Iterator[ServiceStack]:
+    """Start the backend's processes, wait until the API is ready, stop them all at the end."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    inherited = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "IRTRACK_REDIS_URL")}
+    env = {**inherited, **service_env, "IRTRACK_HOST": "127.0.0.1"}
+    with tempfile.TemporaryDirectory(prefix=f"irtrack-bench-{backend}-") as workdir:
+        log_dir = Path(workdir)
+        api_port = free_port()
+        stack = ServiceStack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{api_port}")
+        try:
+            if backend == "redis":
+                redis_port = free_port()
+                stack.children.append(_start_redis(redis_port, log_dir))
+                env["IRTRACK_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+                worker_port = free_port()
+                stack.children.append(
+                    _Child("worker", _irtrack("worker", worker_port), env, log_dir)
+                )
+                stack.metrics_url = f"http://127.0.0.1:{worker_port}"
+            stack.children.append(_Child("api", _irtrack("serve", api_port), env, log_dir))
+            _wait_ready(stack, startup_timeout_s)
+            yield stack
+        finally:
+            for child in reversed(stack.children):  # the API first: it drains its streams
+                child.stop()
+
+
+def _start_redis(port: int, log_dir: Path) -> _Child:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError(
+            "--backend redis needs redis-server on the PATH (apt install redis-server)"
+        )
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(log_dir)]
+    return _Child("redis", command, dict(os.environ), log_dir)
+
+
+def _wait_ready(stack: ServiceStack, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for child in stack.children:
+            child.check_running()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{stack.base_url}/readyz", timeout=2).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {c.role}:\n{c.log_tail()}" for c in stack.children)
+            raise RuntimeError(f"the service was not ready within {timeout_s:g} s\n{tails}")
+        time.sleep(0.2)
+
+
+# --- one row: N streams through the running service --------------------------------------------
+@dataclass
+class _Arrival:
+    """What came back for one source frame, and when (this process's perf_counter)."""
+
+    at: float
+    status: str
+    round_trip_ms: float | None
+    server_ms: dict[str, float] | None
+
+
+@dataclass
+class _Snapshot:
+    """Counters sampled at a window edge: CPU seconds per process, the worker's batch sums."""
+
+    cpu_s: dict[str, float]
+    batches: tuple[float, float]  # (sum of batch sizes, number of batches)
+
+
+async def _snapshot(stack: ServiceStack, http: httpx.AsyncClient) -> _Snapshot:
+    cpu = {role: cpu_seconds(pid) for role, pid in stack.pids.items()}
+    cpu["client"] = own_cpu_seconds()
+    totals = {"sum": 0.0, "count": 0.0}
+    with contextlib.suppress(httpx.HTTPError):
+        for line in (await http.get(f"{stack.metrics_url}/metrics")).text.splitlines():
+            for key in totals:
+                if line.startswith(f"irtrack_batch_size_{key}"):
+                    totals[key] += float(line.rsplit(" ", 1)[1])
+    return _Snapshot(cpu, (totals["sum"], totals["count"]))
+
+
+async def _frames_until(
+    clip: Sequence[np.ndarray], offset: int, until: float
+) -> AsyncIterator[np.ndarray]:
+    """The clip in a loop from ``offset`` until the deadline (an async source: no thread hop)."""
+    index = offset
+    while time.perf_counter() < until:
+        yield clip[index % len(clip)]
+        index += 1
+
+
+async def _consume(
+    client: AsyncClient,
+    stream_id: str,
+    frames: AsyncIterator[np.ndarray],
+    arrivals: list[_Arrival],
+    *,
+    model: str,
+    fps: float,
+    max_in_flight: int,
+) -> None:
+    stream = client.stream(
+        stream_id,
+        frames,
+        model=model,
+        max_in_flight=max_in_flight,
+        fps=fps or None,
+        when_busy="skip" if fps else "wait",
+    )
+    async for event in stream:
+        if isinstance(event, Reconnected):
+            continue  # its frames come back as "lost"
+        result = event.result
+        server = result.latency_ms.model_dump() if result is not None else None
+        arrivals.append(_Arrival(time.perf_counter(), event.status, event.round_trip_ms, server))
+
+
+async def _stream_row(
+    stack: ServiceStack,
+    clip: Sequence[np.ndarray],
+    *,
+    row_id: str,
+    model: str,
+    streams: int,
+    fps: float,
+    seconds: float,
+    warmup_s: float,
+    drain_s: float,
+    max_in_flight: int,
+) -> dict[str, Any]:
+    arrivals: list[_Arrival] = []
+    stream_ids = [f"bench-{row_id}-{index}" for index in range(streams)]
+    async with AsyncClient(stack.base_url) as client, httpx.AsyncClient() as http:
+        started = time.perf_counter()
+        window = (started + warmup_s, started + warmup_s + seconds)
+        tasks = [
+            asyncio.create_task(
+                _consume(
+                    client,
+                    stream_id,
+                    _frames_until(clip, 17 * index, window[1]),
+                    arrivals,
+                    model=model,
+                    fps=fps,
+                    max_in_flight=max_in_flight,
+                )
+            )
+            for index, stream_id in enumerate(stream_ids)
+        ]
+        await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
+        first = await _snapshot(stack, http)
+        await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
+        last = await _snapshot(stack, http)
+        done, unfinished = await asyncio.wait(tasks, timeout=drain_s)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        failures = [str(task.exception()) for task in done if task.exception() is not None]
+        for stream_id in stream_ids:  # free the streams' state for the next row
+            with contextlib.suppress(IrtrackError):
+                await client.delete_stream(stream_id)
+    if failures:
+        raise RuntimeError(f"{len(failures)} streams failed: {failures[0]}")
+    row = _summarise(arrivals, window, first, last, seconds)
+    row.update(
+        streams=streams,
+        fps=fps,
+        max_in_flight=max_in_flight,
+        seconds=seconds,
+        warmup_s=warmup_s,
+        undrained_streams=len(unfinished),
+    )
+    return row
+
+
+def _summarise(
+    arrivals: list[_Arrival],
+    window: tuple[float, float],
+    first: _Snapshot,
+    last: _Snapshot,
+    seconds: float,
+) -> dict[str, Any]:
+    counts = Counter(arrival.status for arrival in arrivals)
+    timed = [a for a in arrivals if a.status == "result" and window[0] <= a.at <= window[1]]
+    round_trips = [a.round_trip_ms for a in timed if a.round_trip_ms is not None]
+    percentiles = (
+        [float(p) for p in np.percentile(round_trips, [50, 95, 99])] if round_trips else [None] * 3
+    )
+    stages = ("queue", "inference", "postprocess", "total")
+    server = {
+        stage: statistics.median(a.server_ms[stage] for a in timed if a.server_ms is not None)
+        if timed
+        else None
+        for stage in stages
+    }
+    batches = last.batches[1] - first.batches[1]
+    return {
+        "offered": len(arrivals),
+        "sent": len(arrivals) - counts["skipped"],
+        "delivered": counts["result"],
+        "dropped": counts["dropped"],
+        "skipped": counts["skipped"],
+        "errors": counts["error"],
+        "lost": counts["lost"],
+        "window_delivered": len(timed),
+        "delivered_fps": len(timed) / seconds,
+        "latency_p50_ms": percentiles[0],
+        "latency_p95_ms": percentiles[1],
+        "latency_p99_ms": percentiles[2],
+        "server_median_ms": server,
+        "mean_batch": (last.batches[0] - first.batches[0]) / batches if batches else None,
+        "cpu_cores": {
+            role: (last.cpu_s[role] - first.cpu_s[role]) / seconds for role in last.cpu_s
+        },
+    }
+
+
+# --- the whole run ------------------------------------------------------------------------------
+def raw_model_throughput(
+    model: str, size: tuple[int, int], batch: int, repeats: int = 3, row_budget_s: float = 10.0
+) -> dict[str, Any]:
+    """The model alone at the service's padded size and batch, in this process's torch threads
+    (denormals flushed, as the service's worker does)."""
+    torch.set_flush_denormal(True)
+    benchmarked = STREAMING if model_info(model).frames > 1 else model
+    (row,) = run_model_benchmark(
+        models=[benchmarked],
+        sizes=[padded_size(*size, model_info(model).size_multiple)],
+        batches=[batch],
+        repeats=repeats,
+        warmup=1,
+        row_budget_s=row_budget_s,
+        max_run_s=None,
+        max_window_pixels=None,
+    )
+    return row
+
+
+def run_service_benchmark(
+    model: str = "sd2net",
+    size: tuple[int, int] = DEFAULT_SIZE,
+    streams: Sequence[int] = DEFAULT_STREAMS,
+    fps: Sequence[float] = DEFAULT_FPS,
+    seconds: float = 20.0,
+    warmup_s: float = 5.0,
+    drain_s: float = 60.0,
+    backends: Sequence[str] = ("embedded",),
+    max_in_flight: int = 2,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    threads: int | None = None,
+    clip: Sequence[np.ndarray] | None = None,
+    clip_source: str = "given frames",
+    raw_repeats: int = 3,
+    weights_dir: Path | None = None,
+    startup_timeout_s: float = 300.0,
+) -> dict[str, Any]:
+    """Raw model throughput, then a row per (backend, fps, streams); returns the whole report."""
+    if model not in MODEL_NAMES:
+        raise ValueError(f"model must be one of {MODEL_NAMES}, got {model!r}")
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    if clip is None:
+        clip, clip_source = load_clip(size)
+    if clip[0].shape != size:
+        raise ValueError(f"frames are {clip[0].shape}, the benchmark's size is {size}")
+    raw_before = raw_model_throughput(model, size, max_batch, raw_repeats)
+    service_env = {
+        "IRTRACK_MODELS": model,
+        "IRTRACK_DEFAULT_MODEL": model,
+        "IRTRACK_WARMUP_SIZES": f"{size[1]}x{size[0]}",
+        "IRTRACK_TORCH_THREADS": str(threads),
+        "IRTRACK_MAX_BATCH": str(max_batch),
+        "IRTRACK_MAX_STREAMS": str(max(DEFAULT_MAX_STREAMS, *streams)),
+        "IRTRACK_API_KEYS": "",
+        "IRTRACK_LOG_LEVEL": "warning",
+    }
+    if weights_dir is not None:
+        service_env["IRTRACK_WEIGHTS_DIR"] = str(weights_dir)
+    rows = []
+    for backend in backends:
+        with service_stack(backend, service_env, startup_timeout_s) as stack:
+            for rate in fps:
+                for count in streams:
+                    row = asyncio.run(
+                        _stream_row(
+                            stack,
+                            clip,
+                            row_id=f"{backend}-{rate:g}-{count}",
+                            model=model,
+                            streams=count,
+                            fps=rate,
+                            seconds=seconds,
+                            warmup_s=warmup_s,
+                            drain_s=drain_s,
+                            max_in_flight=max_in_flight,
+                        )
+                    )
+                    rows.append({"backend": backend, **row})
+    # Measured again once the service is gone: a machine whose load drifted shows it here, and
+    # the faster of the two (the stricter reference) is the one the ratio uses.
+    raw_after = raw_model_throughput(model, size, max_batch, raw_repeats)
+    raw = max(raw_before, raw_after, key=lambda measured: float(measured["fps"]))
+    for row in rows:
+        row["overhead_ratio"] = row["delivered_fps"] / raw["fps"] if row["fps"] == 0 else None
+    return {
+        "machine": machine_info(torch.device("cpu")),
+        "config": {
+            "model": model,
+            "height": size[0],
+            "width": size[1],
+            "frames": clip_source,
+            "max_batch": max_batch,
+            "torch_threads": threads,
+            "max_in_flight": max_in_flight,
+            "weights_dir": str(weights_dir) if weights_dir else None,
+            # libgomp's default (spinning) stalls torch on a CPU shared with other processes
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        },
+        "raw": raw,
+        "raw_before": raw_before,
+        "raw_after": raw_after,
+        "rows": rows,
+        "summary": _saturation_summary(rows),
+    }
+
+
+def _saturation_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per backend: the best delivered frames/s over the saturation rows, and its ratio."""
+    summary: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["overhead_ratio"] is None:
+            continue
+        best = summary.get(row["backend"])
+        if best is None or row["delivered_fps"] > best["delivered_fps"]:
+            summary[row["backend"]] = {
+                "streams": row["streams"],
+                "delivered_fps": row["delivered_fps"],
+                "overhead_ratio": row["overhead_ratio"],
+            }
+    return summary
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The README table: the raw model, a row per (backend, fps, streams), the overhead ratio."""
+    machine, config, raw = report["machine"], report["config"], report["raw"]
+    lines = [
+        f"Measured {machine['date']} on {machine['cpu']} ({config['torch_threads']} torch "
+        f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}: "
+        f"{config['model']} at {config['height']} x {config['width']}, frames from "
+        f"{Path(config['frames']).name}, max batch {config['max_batch']}, at most "
+        f"{config['max_in_flight']} frames in flight per stream. Raw model (same run, batch "
+        f"{raw['batch']}, the faster of before and after the service rows): {raw['fps']:.2f} "
+        f"frames/s ({raw['median_ms']:.1f} ms per batch; before {report['raw_before']['fps']:.2f}, "
+        f"after {report['raw_after']['fps']:.2f}). OMP_WAIT_POLICY={config['omp_wait_policy'] or 'unset'}. "
+        "fps 0 = as fast as the credits allow; ratio = delivered / raw frames/s.",
+        "",
+        "| backend | streams | fps / stream | sent | delivered | dropped | skipped | errors | "
+        "delivered frames/s | p50 ms | p95 ms | p99 ms | mean batch | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["rows"]:
+        cells = [
+            row["backend"],
+            row["streams"],
+            f"{row['fps']:g}",
+            row["sent"],
+            row["delivered"],
+            row["dropped"],
+            row["skipped"],
+            row["errors"],
+            f"{row['delivered_fps']:.2f}",
+            *(_number(row[f"latency_{p}_ms"], ".0f") for p in ("p50", "p95", "p99")),
+            _number(row["mean_batch"], ".1f"),
+            _number(row["overhead_ratio"], ".2f"),
+        ]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    for backend, best in report["summary"].items():
+        lines.append("")
+        lines.append(
+            f"Overhead ratio ({backend}): {best['overhead_ratio']:.2f} = "
+            f"{best['delivered_fps']:.2f} delivered frames/s with {best['streams']} streams / "
+            f"{raw['fps']:.2f} raw."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def bench_service(
+    model: Annotated[str, typer.Option(help=f"one of {', '.join(MODEL_NAMES)}")] = "sd2net",
+    size: Annotated[str, typer.Option(help="HEIGHTxWIDTH of the frames.")] = "256x256",
+    streams: Annotated[
+        list[int] | None,
+        typer.Option("--streams", "-n", help="Concurrent streams; repeat (default: 1, 4, 16)."),
+    ] = None,
+    fps: Annotated[
+        list[float] | None,
+        typer.Option(help="Frames/s per stream; 0 = as fast as credits allow (default: 25, 0)."),
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="Measured seconds per row.")] = 20.0,
+    warmup: Annotated[float, typer.Option(help="Seconds streamed before measuring.")] = 5.0,
+    drain: Annotated[
+        float, typer.Option(help="Longest wait for the answers owed after a row.")
+    ] = 60.0,
+    backends: Annotated[
+        list[str] | None,
+        typer.Option("--backend", help="embedded or redis; repeat (default: embedded)."),
+    ] = None,
+    max_in_flight: Annotated[int, typer.Option(min=1, help="Credits per stream.")] = 2,
+    max_batch: Annotated[int, typer.Option(min=1, help="The engine's max batch.")] = (
+        DEFAULT_MAX_BATCH
+    ),
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads of the service and the raw model.")
+    ] = None,
+    video: Annotated[
+        Path | None, typer.Option(help="Video file (default: the first clip in data/videos).")
+    ] = None,
+    synthetic: Annotated[bool, typer.Option(help="Synthesized frames, not video.")] = False,
+    weights_dir: Annotated[
+        Path | None, typer.Option(help="IRTRACK_WEIGHTS_DIR of the service (default: shipped).")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    markdown_path: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the markdown table here.")
+    ] = None,
+) -> None:
+    """The service end to end: N WebSocket streams, delivered fps, latency, drops, overhead."""
+    frame_size = parse_size(size)
+    if synthetic:
+        clip, source = synthetic_clip(frame_size, 100), "synthesized"
+    else:
+        clip, source = load_clip(frame_size, video=video)
+    typer.echo(f"frames: {source}", err=True)
+    report = run_service_benchmark(
+        model=model,
+        size=frame_size,
+        streams=streams or DEFAULT_STREAMS,
+        fps=DEFAULT_FPS if fps is None else fps,
+        seconds=seconds,
+        warmup_s=warmup,
+        drain_s=drain,
+        backends=backends or ("embedded",),
+        max_in_flight=max_in_flight,
+        max_batch=max_batch,
+        threads=threads,
+        clip=clip,
+        clip_source=source,
+        weights_dir=weights_dir,
+    )
+    table = markdown_report(report)
+    typer.echo(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if markdown_path is not None:
+        markdown_path.write_text(table)
+
+
+if __name__ == "__main__":
+    typer.run(bench_service)

@@ -1,0 +1,213 @@
+"""STD2Net streaming: the cached ring of backbone features vs recomputing the 5-frame window.
+
+A stream's STD2Net result needs the backbone features of its last 5 frames. The service keeps them
+in a per-stream ring (``models.std2net.StreamState``) and runs the backbone once per new frame
+(``step_streams``); the naive alternative runs the full model on the 5-frame window of every
+frame, i.e. the backbone 5 times per frame. This benchmark times both on the same frames, in the
+same run, step by step: at each step B streams advance by one frame, first through the cached
+path, then through the window recomputation (the order alternates between steps so neither path
+always runs on a warmer cache), and it checks that both give the same logits.
+
+Each row: median ms per step (B frames) of each path, frames/s, the speed-up of the ring, and the
+max |difference| of their logits over every step (the two paths are the same function, so it is
+~1e-6). Rows whose recomputed windows would hold more than ``max_window_pixels`` pixels are
+skipped (STD2Net's full-resolution head needs tens of GB there).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+
+from bench.model_throughput import DEFAULT_MAX_WINDOW_PIXELS, machine_info, parse_size
+from models import load_model
+from models.std2net import STD2Net, StreamState, step_streams
+
+DEFAULT_SIZES = ((256, 256), (512, 640))  # (H, W)
+DEFAULT_BATCHES = (1, 8)
+
+
+def run_streaming_benchmark(
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+    batches: Sequence[int] = DEFAULT_BATCHES,
+    steps: int = 5,
+    warmup: int = 1,
+    row_budget_s: float = 60.0,
+    max_window_pixels: float | None = DEFAULT_MAX_WINDOW_PIXELS,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """One row per (size, batch): both paths timed over the same ``warmup + steps`` frames.
+
+    Warm-up steps are run (and compared) but not timed; timing stops after ``row_budget_s``
+    seconds of timed steps (at least one step), which bounds the slow CPU rows.
+    """
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    model, _ = load_model("std2net")  # the shipped weights if any; speed does not depend on them
+    model = model.eval()
+    if not isinstance(model, STD2Net):
+        raise TypeError("the std2net registry entry is not an STD2Net")
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for height, width in sorted(sizes, key=lambda hw: hw[0] * hw[1]):
+        if height % model.size_multiple or width % model.size_multiple:
+            raise ValueError(
+                f"std2net needs sizes that are multiples of {model.size_multiple}, "
+                f"got {height}x{width}"
+            )
+        for batch in sorted(batches):
+            row: dict[str, Any] = {
+                "model": "std2net",
+                "height": height,
+                "width": width,
+                "batch": batch,
+                "window": model.window,
+                "warmup": warmup,
+                "steps": 0,
+                "cached_ms": None,
+                "recompute_ms": None,
+                "cached_fps": None,
+                "recompute_fps": None,
+                "speedup": None,
+                "max_abs_diff": None,
+                "skipped": None,
+            }
+            window_pixels = batch * model.window * height * width
+            if max_window_pixels is not None and window_pixels > max_window_pixels:
+                row["skipped"] = (
+                    f"{window_pixels / 1e6:.1f} Mpx of windows > "
+                    f"{max_window_pixels / 1e6:g} Mpx memory limit"
+                )
+            else:
+                frames = torch.rand(warmup + steps, batch, 1, height, width, generator=generator)
+                row.update(_compare_paths(model, frames, warmup, row_budget_s))
+            rows.append(row)
+    return rows
+
+
+def _compare_paths(
+    model: STD2Net, frames: torch.Tensor, warmup: int, row_budget_s: float
+) -> dict[str, Any]:
+    """Advance ``B`` streams through ``T`` steps of frames (T, B, 1, H, W) along both paths."""
+    batch = frames.shape[1]
+    states = [StreamState(model.window) for _ in range(batch)]
+    durations: dict[str, list[float]] = {"cached": [], "recompute": []}
+    max_diff = 0.0
+    with torch.inference_mode():
+        for step in range(frames.shape[0]):
+            window = _window_at(frames, step, model.window)  # (B, window, H, W)
+            logits = {}
+            for path in ("cached", "recompute") if step % 2 == 0 else ("recompute", "cached"):
+                start = time.perf_counter()
+                if path == "cached":
+                    logits[path] = step_streams(model, states, frames[step])
+                else:
+                    logits[path] = model(window)
+                if step >= warmup:
+                    durations[path].append(time.perf_counter() - start)
+            max_diff = max(max_diff, float((logits["cached"] - logits["recompute"]).abs().max()))
+            if sum(map(sum, durations.values())) >= row_budget_s and durations["cached"]:
+                break
+    cached_s, recompute_s = durations["cached"], durations["recompute"]
+    cached_median = statistics.median(cached_s)
+    recompute_median = statistics.median(recompute_s)
+    return {
+        "steps": len(cached_s),
+        "cached_ms": cached_median * 1000,
+        "recompute_ms": recompute_median * 1000,
+        "cached_fps": batch / cached_median,
+        "recompute_fps": batch / recompute_median,
+        "speedup": recompute_median / cached_median,
+        "max_abs_diff": max_diff,
+    }
+
+
+def _window_at(frames: torch.Tensor, step: int, window: int) -> torch.Tensor:
+    """Each stream's window ending at ``step``, oldest first, the first frame repeated before
+    the stream has ``window`` frames (``StreamState``'s convention): (B, window, H, W)."""
+    index = [max(0, step - offset) for offset in range(window - 1, -1, -1)]
+    return frames[index, :, 0].transpose(0, 1).contiguous()
+
+
+def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    """The README table, with the machine it was measured on."""
+    lines = [
+        f"Measured {machine['date']} on {machine['cpu']} ({machine['torch_threads']} torch "
+        f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}; "
+        "STD2Net, one step = each of `batch` streams advances by one frame; median of the timed "
+        "steps. cached: one backbone pass per frame + the temporal head on the ring "
+        "(`step_streams`); recompute: the full model on the 5-frame window.",
+        "",
+        "| H x W | batch | steps | cached ms / step | recompute ms / step | cached frames/s | "
+        "recompute frames/s | speed-up | max abs diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        head = f"| {row['height']} x {row['width']} | {row['batch']} |"
+        if row["skipped"]:
+            lines.append(f"{head} 0 | skipped: {row['skipped']} | - | - | - | - | - |")
+        else:
+            lines.append(
+                f"{head} {row['steps']} | {row['cached_ms']:.1f} | {row['recompute_ms']:.1f} | "
+                f"{row['cached_fps']:.2f} | {row['recompute_fps']:.2f} | "
+                f"{row['speedup']:.2f}x | {row['max_abs_diff']:.1e} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def bench_streaming(
+    sizes: Annotated[
+        list[str] | None,
+        typer.Option("--size", help="HEIGHTxWIDTH; repeat (default: 256x256, 512x640)."),
+    ] = None,
+    batches: Annotated[
+        list[int] | None,
+        typer.Option("--batch", "-b", help="Streams advanced together; repeat (default: 1, 8)."),
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per row.")] = 5,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps before timing.")] = 1,
+    row_budget: Annotated[
+        float, typer.Option(help="Stop timing a row after this many seconds (>= 1 step).")
+    ] = 60.0,
+    max_window_mpx: Annotated[
+        float,
+        typer.Option(help="Skip rows holding more Mpx (batch x 5 x H x W); 0 = no limit."),
+    ] = DEFAULT_MAX_WINDOW_PIXELS / 1e6,
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads (default: torch's own choice).")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write rows here.")] = None,
+    markdown_path: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the markdown table here.")
+    ] = None,
+) -> None:
+    """STD2Net streaming: cached feature ring vs recomputing the 5-frame window, same frames."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # as the service's worker does: subnormals cost a CPU dearly
+    rows = run_streaming_benchmark(
+        sizes=[parse_size(size) for size in sizes] if sizes else DEFAULT_SIZES,
+        batches=batches or DEFAULT_BATCHES,
+        steps=steps,
+        warmup=warmup,
+        row_budget_s=row_budget,
+        max_window_pixels=max_window_mpx * 1e6 or None,
+    )
+    machine = machine_info(torch.device("cpu"))
+    table = markdown_table(rows, machine)
+    typer.echo(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    if markdown_path is not None:
+        markdown_path.write_text(table)
+
+
+if __name__ == "__main__":
+    typer.run(bench_streaming)

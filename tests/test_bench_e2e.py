@@ -1,0 +1,139 @@
+"""Smoke tests of `irtrack bench streaming`, `bench onnx` and `bench service` at tiny sizes.
+
+They check that each benchmark runs the real components end to end and reports rows whose
+figures are consistent with each other (counts add up, speed-ups are ratios of the medians);
+the figures themselves are the benchmarks' business, measured on a quiet machine.
+"""
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bench.onnx_cpu import VARIANTS, run_onnx_benchmark
+from bench.service_e2e import load_clip, markdown_report, run_service_benchmark, synthetic_clip
+from bench.streaming import bench_streaming
+from models.paths import DATA_DIR
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    """One torch thread: on a CI machine shared with other jobs, OpenMP threads that spin at
+    barriers make two threads many times slower than one (see bench/service_e2e.py)."""
+    torch.set_num_threads(1)
+
+
+def test_bench_streaming_compares_the_ring_with_the_full_window(tmp_path: Path) -> None:
+    json_path, markdown_path = tmp_path / "streaming.json", tmp_path / "streaming.md"
+
+    bench_streaming(
+        sizes=["32x32"],
+        batches=[2],
+        steps=2,
+        warmup=1,
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )
+
+    [row] = json.loads(json_path.read_text())["rows"]
+    assert (row["height"], row["width"], row["batch"], row["steps"]) == (32, 32, 2, 2)
+    assert row["cached_fps"] > 0 and row["recompute_fps"] > 0
+    assert row["speedup"] == pytest.approx(row["recompute_ms"] / row["cached_ms"])
+    assert row["cached_fps"] == pytest.approx(2 / (row["cached_ms"] / 1000))
+    assert row["max_abs_diff"] < 1e-4  # the ring and the recomputed window agree
+    assert "| 32 x 32 | 2 | 2 |" in markdown_path.read_text()
+
+
+def test_bench_onnx_rows_per_variant() -> None:
+    rows = run_onnx_benchmark(
+        models=["sd2net"], sizes=[(32, 32)], batches=[2], repeats=1, row_budget_s=0.1
+    )
+
+    assert [row["variant"] for row in rows] == list(VARIANTS)
+    for row in rows:
+        assert (row["model"], row["batch"], row["height"], row["width"]) == ("sd2net", 2, 32, 32)
+        assert row["runs"] == 1
+        assert row["fps"] == pytest.approx(2 / (row["median_ms"] / 1000))
+        assert row["max_abs_diff"] < 1e-4
+    torch_row = rows[0]
+    assert torch_row["speedup"] == 1.0 and torch_row["max_abs_diff"] == 0.0
+    for row in rows[1:]:
+        assert row["speedup"] == pytest.approx(torch_row["median_ms"] / row["median_ms"])
+
+
+def _check_service_rows(report: dict[str, Any], backend: str, fps: list[float]) -> None:
+    rows = report["rows"]
+    assert [(row["backend"], row["fps"], row["streams"]) for row in rows] == [
+        (backend, rate, 2) for rate in fps
+    ]
+    for row in rows:
+        assert row["sent"] == row["delivered"] + row["dropped"] + row["errors"] + row["lost"]
+        assert row["offered"] == row["sent"] + row["skipped"]
+        assert row["errors"] == row["lost"] == row["undrained_streams"] == 0
+        assert 0 < row["window_delivered"] <= row["delivered"] <= row["sent"]
+        assert row["delivered_fps"] == pytest.approx(row["window_delivered"] / row["seconds"])
+        assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"] <= row["latency_p99_ms"]
+        assert 1 <= row["mean_batch"] <= 2  # two streams, one frame each in the engine
+        assert row["cpu_cores"]["client"] >= 0
+        if row["fps"] == 0:
+            assert row["skipped"] == 0  # saturation: every frame waits for a credit
+            assert row["overhead_ratio"] == pytest.approx(
+                row["delivered_fps"] / report["raw"]["fps"]
+            )
+            assert row["overhead_ratio"] > 0
+        else:
+            assert row["overhead_ratio"] is None
+    assert report["raw"]["fps"] == max(report["raw_before"]["fps"], report["raw_after"]["fps"])
+    assert report["summary"][backend]["streams"] == 2
+    assert f"| {backend} | 2 | 0 |" in markdown_report(report)
+
+
+def test_bench_service_on_the_embedded_queue() -> None:
+    report = run_service_benchmark(
+        model="sd2net",
+        size=(32, 32),
+        streams=[2],
+        fps=[25.0, 0.0],
+        seconds=1.5,
+        warmup_s=0.5,
+        backends=["embedded"],
+        clip=synthetic_clip((32, 32), 20),
+        raw_repeats=1,
+        threads=1,
+    )
+
+    _check_service_rows(report, "embedded", [25.0, 0.0])
+    assert set(report["rows"][0]["cpu_cores"]) == {"api", "client"}
+
+
+def test_bench_service_through_redis_and_a_worker() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (./dev.sh installs it where apt is available)")
+    report = run_service_benchmark(
+        model="sd2net",
+        size=(32, 32),
+        streams=[2],
+        fps=[0.0],
+        seconds=1.5,
+        warmup_s=0.5,
+        backends=["redis"],
+        clip=synthetic_clip((32, 32), 20),
+        raw_repeats=1,
+        threads=1,
+    )
+
+    _check_service_rows(report, "redis", [0.0])
+    assert set(report["rows"][0]["cpu_cores"]) == {"api", "worker", "redis", "client"}
+
+
+def test_clip_frames_cover_the_benchmark_size() -> None:
+    if not (DATA_DIR / "videos").is_dir():
+        pytest.skip(f"no clips at {DATA_DIR / 'videos'} (the shared folder beside the repository)")
+    frames, source = load_clip((48, 80), count=3)
+
+    assert source.endswith(".mp4")
+    assert len(frames) == 3
+    assert all(frame.shape == (48, 80) and frame.dtype.name == "uint8" for frame in frames)
