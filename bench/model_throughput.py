@@ -14,57 +14,35 @@ Tables for the README come from ``--markdown PATH``, never typed by hand.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import typer
 from torch import nn
 
+from bench.common import (
+    DEFAULT_BATCHES,
+    DEFAULT_SIZES,
+    BatchesOption,
+    JsonRowsOption,
+    MarkdownOption,
+    SizesOption,
+    ThreadsOption,
+    machine_info,
+    sizes_or_default,
+    write_outputs,
+)
 from models import build_model, model_info
-from models.machine import cpu_model
 from models.std2net import STD2Net, StreamState, step_streams
 
 STREAMING = "std2net-stream"  # STD2Net's per-frame cost in a stream: cached ring, one backbone pass
 DEFAULT_MODELS = ("sd2net", "std2net", STREAMING, "lrrnet")
 WINDOW_FRAMES = {"std2net": 5, STREAMING: 5}  # frames the temporal head holds per sample
 DEFAULT_MAX_WINDOW_PIXELS = 8e6
-DEFAULT_SIZES = ((256, 256), (512, 640))  # (H, W)
-DEFAULT_BATCHES = (1, 8)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def parse_size(size: str) -> tuple[int, int]:
-    """'512x640' -> (512, 640): height first, as tensors are laid out."""
-    height, _, width = size.lower().partition("x")
-    try:
-        return int(height), int(width)
-    except ValueError:
-        raise ValueError(f"size must look like HEIGHTxWIDTH (e.g. 512x640), got {size!r}") from None
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """What the numbers were measured on: they mean little without it."""
-    info: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-        # Other processes on the machine slow every row; the 1-minute load average says how much.
-        "load_average_1min": round(os.getloadavg()[0], 2),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def _synchronize(device: torch.device) -> None:
@@ -236,14 +214,8 @@ def bench_models(
         list[str] | None,
         typer.Option("--model", "-m", help="Model name; repeat for several (default: all three)."),
     ] = None,
-    sizes: Annotated[
-        list[str] | None,
-        typer.Option("--size", help="HEIGHTxWIDTH; repeat (default: 256x256, 512x640)."),
-    ] = None,
-    batches: Annotated[
-        list[int] | None,
-        typer.Option("--batch", "-b", help="Batch size; repeat (default: 1 and 8)."),
-    ] = None,
+    sizes: SizesOption = None,
+    batches: BatchesOption = None,
     repeats: Annotated[int, typer.Option(help="Most timed runs per row.")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing each row.")] = 1,
     device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "cpu",
@@ -258,13 +230,9 @@ def bench_models(
         float,
         typer.Option(help="Skip rows holding more Mpx (batch x window x H x W); 0 = no limit."),
     ] = DEFAULT_MAX_WINDOW_PIXELS / 1e6,
-    threads: Annotated[
-        int | None, typer.Option(help="torch CPU threads (default: torch's own choice).")
-    ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write rows here.")] = None,
-    markdown_path: Annotated[
-        Path | None, typer.Option("--markdown", help="Write the markdown table here.")
-    ] = None,
+    threads: ThreadsOption = None,
+    json_path: JsonRowsOption = None,
+    markdown_path: MarkdownOption = None,
 ) -> None:
     """Benchmark the detectors' forward pass: median latency per batch and frames/s."""
     if threads is not None:
@@ -273,7 +241,7 @@ def bench_models(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = run_model_benchmark(
         models=models or DEFAULT_MODELS,
-        sizes=[parse_size(size) for size in sizes] if sizes else DEFAULT_SIZES,
+        sizes=sizes_or_default(sizes),
         batches=batches or DEFAULT_BATCHES,
         repeats=repeats,
         warmup=warmup,
@@ -283,12 +251,9 @@ def bench_models(
         max_window_pixels=max_window_mpx * 1e6 or None,
     )
     machine = machine_info(torch.device(device))
-    table = markdown_table(rows, machine)
-    typer.echo(table)
-    if json_path is not None:
-        json_path.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
-    if markdown_path is not None:
-        markdown_path.write_text(table)
+    write_outputs(
+        markdown_table(rows, machine), {"machine": machine, "rows": rows}, json_path, markdown_path
+    )
 
 
 if __name__ == "__main__":

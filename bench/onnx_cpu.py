@@ -18,7 +18,6 @@ from ``torch``'s.
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import tempfile
 import time
@@ -32,13 +31,21 @@ import torch
 import typer
 from torch import nn
 
-from bench.model_throughput import machine_info, parse_size
+from bench.common import (
+    DEFAULT_BATCHES,
+    DEFAULT_SIZES,
+    BatchesOption,
+    JsonRowsOption,
+    MarkdownOption,
+    SizesOption,
+    machine_info,
+    sizes_or_default,
+    write_outputs,
+)
 from models import load_model, model_info
 from models.export import export_onnx
 
 DEFAULT_MODELS = ("sd2net", "lrrnet")
-DEFAULT_SIZES = ((256, 256), (512, 640))  # (H, W)
-DEFAULT_BATCHES = (1, 8)
 VARIANTS = ("torch", "torch-channels-last", "onnxruntime")
 
 Runner = Callable[[], np.ndarray]
@@ -192,14 +199,8 @@ def bench_onnx(
         list[str] | None,
         typer.Option("--model", "-m", help="sd2net or lrrnet; repeat (default: both)."),
     ] = None,
-    sizes: Annotated[
-        list[str] | None,
-        typer.Option("--size", help="HEIGHTxWIDTH; repeat (default: 256x256, 512x640)."),
-    ] = None,
-    batches: Annotated[
-        list[int] | None,
-        typer.Option("--batch", "-b", help="Batch size; repeat (default: 1 and 8)."),
-    ] = None,
+    sizes: SizesOption = None,
+    batches: BatchesOption = None,
     repeats: Annotated[int, typer.Option(min=1, help="Most timed runs per variant.")] = 5,
     warmup: Annotated[int, typer.Option(min=1, help="Untimed runs per variant.")] = 1,
     row_budget: Annotated[
@@ -209,10 +210,8 @@ def bench_onnx(
         int | None,
         typer.Option(help="torch and ONNX Runtime CPU threads (default: torch's own choice)."),
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write rows here.")] = None,
-    markdown_path: Annotated[
-        Path | None, typer.Option("--markdown", help="Write the markdown table here.")
-    ] = None,
+    json_path: JsonRowsOption = None,
+    markdown_path: MarkdownOption = None,
 ) -> None:
     """PyTorch vs torch channels_last vs ONNX Runtime on CPU: latency, frames/s, max |diff|."""
     if threads is not None:
@@ -220,19 +219,16 @@ def bench_onnx(
     torch.set_flush_denormal(True)  # as the service's worker does
     rows = run_onnx_benchmark(
         models=models or DEFAULT_MODELS,
-        sizes=[parse_size(size) for size in sizes] if sizes else DEFAULT_SIZES,
+        sizes=sizes_or_default(sizes),
         batches=batches or DEFAULT_BATCHES,
         repeats=repeats,
         warmup=warmup,
         row_budget_s=row_budget,
     )
     machine = machine_info(torch.device("cpu")) | {"onnxruntime": onnxruntime.__version__}
-    table = markdown_table(rows, machine)
-    typer.echo(table)
-    if json_path is not None:
-        json_path.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
-    if markdown_path is not None:
-        markdown_path.write_text(table)
+    write_outputs(
+        markdown_table(rows, machine), {"machine": machine, "rows": rows}, json_path, markdown_path
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import resource
 import shutil
@@ -74,7 +73,8 @@ import numpy as np
 import torch
 import typer
 
-from bench.model_throughput import STREAMING, machine_info, parse_size, run_model_benchmark
+from bench.common import MarkdownOption, machine_info, parse_size, write_outputs
+from bench.model_throughput import STREAMING, run_model_benchmark
 from clients import AsyncClient, IrtrackError, Reconnected
 from clients.sources import open_source
 from models import model_info
@@ -645,9 +645,7 @@ def bench_service(
         Path | None, typer.Option(help="IRTRACK_WEIGHTS_DIR of the service (default: shipped).")
     ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
-    markdown_path: Annotated[
-        Path | None, typer.Option("--markdown", help="Write the markdown table here.")
-    ] = None,
+    markdown_path: MarkdownOption = None,
 ) -> None:
     """The service end to end: N WebSocket streams, delivered fps, latency, drops, overhead."""
     frame_size = parse_size(size)
@@ -672,12 +670,7 @@ def bench_service(
         clip_source=source,
         weights_dir=weights_dir,
     )
-    table = markdown_report(report)
-    typer.echo(table)
-    if json_path is not None:
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
-    if markdown_path is not None:
-        markdown_path.write_text(table)
+    write_outputs(markdown_report(report), report, json_path, markdown_path)
 
 
 if __name__ == "__main__":

@@ -16,22 +16,28 @@ skipped (STD2Net's full-resolution head needs tens of GB there).
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import typer
 
-from bench.model_throughput import DEFAULT_MAX_WINDOW_PIXELS, machine_info, parse_size
+from bench.common import (
+    DEFAULT_BATCHES,
+    DEFAULT_SIZES,
+    JsonRowsOption,
+    MarkdownOption,
+    SizesOption,
+    ThreadsOption,
+    machine_info,
+    sizes_or_default,
+    write_outputs,
+)
+from bench.model_throughput import DEFAULT_MAX_WINDOW_PIXELS
 from models import load_model
 from models.std2net import STD2Net, StreamState, step_streams
-
-DEFAULT_SIZES = ((256, 256), (512, 640))  # (H, W)
-DEFAULT_BATCHES = (1, 8)
 
 
 def run_streaming_benchmark(
@@ -163,10 +169,7 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
 
 
 def bench_streaming(
-    sizes: Annotated[
-        list[str] | None,
-        typer.Option("--size", help="HEIGHTxWIDTH; repeat (default: 256x256, 512x640)."),
-    ] = None,
+    sizes: SizesOption = None,
     batches: Annotated[
         list[int] | None,
         typer.Option("--batch", "-b", help="Streams advanced together; repeat (default: 1, 8)."),
@@ -180,20 +183,16 @@ def bench_streaming(
         float,
         typer.Option(help="Skip rows holding more Mpx (batch x 5 x H x W); 0 = no limit."),
     ] = DEFAULT_MAX_WINDOW_PIXELS / 1e6,
-    threads: Annotated[
-        int | None, typer.Option(help="torch CPU threads (default: torch's own choice).")
-    ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write rows here.")] = None,
-    markdown_path: Annotated[
-        Path | None, typer.Option("--markdown", help="Write the markdown table here.")
-    ] = None,
+    threads: ThreadsOption = None,
+    json_path: JsonRowsOption = None,
+    markdown_path: MarkdownOption = None,
 ) -> None:
     """STD2Net streaming: cached feature ring vs recomputing the 5-frame window, same frames."""
     if threads is not None:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # as the service's worker does: subnormals cost a CPU dearly
     rows = run_streaming_benchmark(
-        sizes=[parse_size(size) for size in sizes] if sizes else DEFAULT_SIZES,
+        sizes=sizes_or_default(sizes),
         batches=batches or DEFAULT_BATCHES,
         steps=steps,
         warmup=warmup,
@@ -201,12 +200,9 @@ def bench_streaming(
         max_window_pixels=max_window_mpx * 1e6 or None,
     )
     machine = machine_info(torch.device("cpu"))
-    table = markdown_table(rows, machine)
-    typer.echo(table)
-    if json_path is not None:
-        json_path.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
-    if markdown_path is not None:
-        markdown_path.write_text(table)
+    write_outputs(
+        markdown_table(rows, machine), {"machine": machine, "rows": rows}, json_path, markdown_path
+    )
 
 
 if __name__ == "__main__":
