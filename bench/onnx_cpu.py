@@ -6,8 +6,8 @@ Decides whether the service should run SD2Net / LRRNet through ONNX Runtime on a
 - ``torch``: the eval-mode model as the service runs it (contiguous NCHW, ``inference_mode``);
 - ``torch-channels-last``: the same weights and input in ``torch.channels_last`` memory format;
 - ``onnxruntime``: the model exported by ``models.export.export_onnx`` (dynamic batch and size)
-  on ONNX Runtime's ``CPUExecutionProvider``, all graph optimisations, intra-op threads = torch's
-  threads (one inter-op thread), denormals flushed to zero like the service's worker.
+  in the session the service runs it in (``models.export.onnx_cpu_session``: intra-op threads =
+  torch's threads, no spinning, denormals flushed to zero like the service's torch worker).
 
 Variants of a row are timed round-robin (one run of each in turn) on the same input, so a
 machine whose load changes during the row penalises them alike. Each row reports the median
@@ -43,25 +43,12 @@ from bench.common import (
     write_outputs,
 )
 from models import load_model, model_info
-from models.export import export_onnx
+from models.export import export_onnx, onnx_cpu_session
 
 DEFAULT_MODELS = ("sd2net", "lrrnet")
 VARIANTS = ("torch", "torch-channels-last", "onnxruntime")
 
 Runner = Callable[[], np.ndarray]
-
-
-def onnx_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime CPU session configured like the service's torch worker."""
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.set_denormal_as_zero", "1")
-    return onnxruntime.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
 
 
 def run_onnx_benchmark(
@@ -87,7 +74,7 @@ def run_onnx_benchmark(
             channels_last = _channels_last(model)
             sizes = sorted(sizes, key=lambda hw: hw[0] * hw[1])
             exported = export_onnx(model, Path(workdir) / f"{name}.onnx", *sizes[0])  # dynamic axes
-            session = onnx_session(exported, threads)
+            session = onnx_cpu_session(exported, threads)
             multiple = model_info(name).size_multiple
             for height, width in sizes:
                 if height % multiple or width % multiple:

@@ -16,9 +16,9 @@ For ``seconds`` after a ``warmup_s`` ramp, a row counts the results that arrive 
 frames/s), their client round trips (p50/p95/p99) and the server's own latency split; frames
 still in flight at the end are drained (counted, not timed). Beside it: the mean batch the worker
 ran, the CPU each process used (cores), and the raw model throughput, measured in this process
-before and after the rows (the faster is the reference) with the same model, padded size, the
-engine's max batch and torch threads (``bench.model_throughput``; ``std2net`` timed as the
-service runs it, the cached stream step). Environment variables reach the service's processes,
+before and after the rows (the faster is the reference): the service's own ``ModelRuntime``
+alone, same model, inference backend (``--inference``: ONNX Runtime or torch), torch threads and
+the engine's max batch per call (``std2net``: the cached stream step). Environment variables reach the service's processes,
 so ``OMP_WAIT_POLICY=PASSIVE irtrack bench service ...`` applies to the raw model and the service.
 The overhead ratio of a saturation row is its delivered frames/s / the raw frames/s.
 
@@ -74,12 +74,11 @@ import torch
 import typer
 
 from bench.common import MarkdownOption, machine_info, parse_size, write_outputs
-from bench.model_throughput import STREAMING, run_model_benchmark
 from clients import AsyncClient, IrtrackError, Reconnected
 from clients.sources import open_source
-from models import model_info
-from models.padding import padded_size
 from models.paths import DATA_DIR, REPO_ROOT
+from models.std2net import StreamState
+from service.engine.runtime import ModelRuntime
 from service.settings import MODEL_NAMES, Settings
 
 BACKENDS = ("embedded", "redis")
@@ -439,23 +438,40 @@ def _summarise(
 
 # --- the whole run ------------------------------------------------------------------------------
 def raw_model_throughput(
-    model: str, size: tuple[int, int], batch: int, repeats: int = 3, row_budget_s: float = 10.0
+    settings: Settings,
+    size: tuple[int, int],
+    batch: int,
+    repeats: int = 3,
+    row_budget_s: float = 10.0,
 ) -> dict[str, Any]:
-    """The model alone at the service's padded size and batch, in this process's torch threads
-    (denormals flushed, as the service's worker does)."""
+    """The model alone, as the service's worker runs it: the same ``ModelRuntime`` (model,
+    inference backend, torch threads, denormals flushed), a full batch of ``size`` frames per
+    call (STD2Net: the cached stream step, one state per frame), median of the timed calls."""
     torch.set_flush_denormal(True)
-    benchmarked = STREAMING if model_info(model).frames > 1 else model
-    (row,) = run_model_benchmark(
-        models=[benchmarked],
-        sizes=[padded_size(*size, model_info(model).size_multiple)],
-        batches=[batch],
-        repeats=repeats,
-        warmup=1,
-        row_budget_s=row_budget_s,
-        max_run_s=None,
-        max_window_pixels=None,
-    )
-    return row
+    runtime = ModelRuntime(settings)
+    runtime.load()
+    model = settings.default_model
+    generator = np.random.default_rng(0)
+    frames = [generator.random(size, dtype=np.float32) for _ in range(batch)]
+    states = [StreamState() for _ in frames] if runtime.models[model].streaming else None
+    runtime.infer(model, frames, states)  # warm-up
+    durations: list[float] = []
+    started = time.perf_counter()
+    while len(durations) < repeats or time.perf_counter() - started < row_budget_s:
+        begin = time.perf_counter()
+        runtime.infer(model, frames, states)
+        durations.append(time.perf_counter() - begin)
+    median_s = statistics.median(durations)
+    return {
+        "model": model,
+        "backend": runtime.models[model].backend,
+        "batch": batch,
+        "height": size[0],
+        "width": size[1],
+        "runs": len(durations),
+        "median_ms": median_s * 1000,
+        "fps": batch / median_s,
+    }
 
 
 def run_service_benchmark(
@@ -475,6 +491,7 @@ def run_service_benchmark(
     raw_repeats: int = 3,
     weights_dir: Path | None = None,
     startup_timeout_s: float = 300.0,
+    inference: str = "auto",
 ) -> dict[str, Any]:
     """Raw model throughput, then a row per (backend, fps, streams); returns the whole report."""
     if model not in MODEL_NAMES:
@@ -485,8 +502,20 @@ def run_service_benchmark(
         clip, clip_source = load_clip(size)
     if clip[0].shape != size:
         raise ValueError(f"frames are {clip[0].shape}, the benchmark's size is {size}")
-    raw_before = raw_model_throughput(model, size, max_batch, raw_repeats)
+    raw_settings = Settings.model_validate(
+        {
+            "models": [model],
+            "default_model": model,
+            "device": "cpu",
+            "inference_backend": inference,
+            "torch_threads": threads,
+            "weights_dir": weights_dir,
+        }
+    )
+    raw_before = raw_model_throughput(raw_settings, size, max_batch, raw_repeats)
     service_env = {
+        "IRTRACK_DEVICE": "cpu",
+        "IRTRACK_INFERENCE_BACKEND": inference,
         "IRTRACK_MODELS": model,
         "IRTRACK_DEFAULT_MODEL": model,
         "IRTRACK_WARMUP_SIZES": f"{size[1]}x{size[0]}",
@@ -520,7 +549,7 @@ def run_service_benchmark(
                     rows.append({"backend": backend, **row})
     # Measured again once the service is gone: a machine whose load drifted shows it here, and
     # the faster of the two (the stricter reference) is the one the ratio uses.
-    raw_after = raw_model_throughput(model, size, max_batch, raw_repeats)
+    raw_after = raw_model_throughput(raw_settings, size, max_batch, raw_repeats)
     raw = max(raw_before, raw_after, key=lambda measured: float(measured["fps"]))
     for row in rows:
         row["overhead_ratio"] = row["delivered_fps"] / raw["fps"] if row["fps"] == 0 else None
@@ -533,6 +562,7 @@ def run_service_benchmark(
             "frames": clip_source,
             "max_batch": max_batch,
             "torch_threads": threads,
+            "inference_backend": raw["backend"],
             "max_in_flight": max_in_flight,
             "weights_dir": str(weights_dir) if weights_dir else None,
             # libgomp's default (spinning) stalls torch on a CPU shared with other processes
@@ -570,7 +600,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}: "
         f"{config['model']} at {config['height']} x {config['width']}, frames from "
         f"{Path(config['frames']).name}, max batch {config['max_batch']}, at most "
-        f"{config['max_in_flight']} frames in flight per stream. Raw model (same run, batch "
+        f"{config['max_in_flight']} frames in flight per stream, inference on "
+        f"{config['inference_backend']}. Raw model (the service's ModelRuntime alone, same run, batch "
         f"{raw['batch']}, the faster of before and after the service rows): {raw['fps']:.2f} "
         f"frames/s ({raw['median_ms']:.1f} ms per batch; before {report['raw_before']['fps']:.2f}, "
         f"after {report['raw_after']['fps']:.2f}). OMP_WAIT_POLICY={config['omp_wait_policy'] or 'unset'}. "
@@ -644,6 +675,9 @@ def bench_service(
     weights_dir: Annotated[
         Path | None, typer.Option(help="IRTRACK_WEIGHTS_DIR of the service (default: shipped).")
     ] = None,
+    inference: Annotated[
+        str, typer.Option(help="IRTRACK_INFERENCE_BACKEND: auto, torch or onnxruntime.")
+    ] = "auto",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
     markdown_path: MarkdownOption = None,
 ) -> None:
@@ -669,6 +703,7 @@ def bench_service(
         clip=clip,
         clip_source=source,
         weights_dir=weights_dir,
+        inference=inference,
     )
     write_outputs(markdown_report(report), report, json_path, markdown_path)
 

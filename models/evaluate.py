@@ -213,14 +213,14 @@ def format_table(result: dict[str, Any]) -> str:
     )
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN (an undefined metric, e.g. Pd without targets) -> null, for strict JSON readers."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
 
 
@@ -268,4 +268,4 @@ def eval_command(
     typer.echo(format_table(result))
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(_json_safe(result), indent=2) + "\n")
+        json_out.write_text(json.dumps(json_safe(result), indent=2) + "\n")

@@ -44,6 +44,29 @@ def export_onnx(model: nn.Module, path: str | Path, height: int = 256, width: in
     return path
 
 
+def onnx_cpu_session(
+    path: str | Path | bytes, threads: int, spinning: bool = False
+) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime CPU session configured like the service's torch worker: ``threads``
+    intra-op threads, one inter-op thread, all graph optimisations, denormals flushed to zero.
+
+    ``spinning=False`` lets idle intra-op threads sleep instead of busy-waiting for the next run:
+    on a small CPU shared with the API's event loop, spinning threads take the cores that
+    decoding and answering need (the service's choice); a benchmark of the model alone may spin.
+    """
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    source = path if isinstance(path, bytes) else str(path)
+    return onnxruntime.InferenceSession(
+        source, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
 def onnx_max_difference(model: nn.Module, path: str | Path, frames: torch.Tensor) -> float:
     """Max |ONNX Runtime logits - PyTorch logits| on ``frames`` (CPU execution provider)."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -18,7 +18,7 @@ Target level, 8-connected components of prediction and mask (``models.postproces
 - ``fa_per_frame`` = unmatched components / images: the false alarms a service user sees.
 
 ROC: the target-level counts are kept for every threshold of a fixed list (memory stays bounded
-however many images stream through). ``roc`` holds Pd (%) and Fa (1e-6) per threshold, and
+however many images stream through). ``roc`` holds Pd (%), Fa (1e-6) and false-alarm objects per frame per threshold, and
 ``roc_auc`` is the area under Pd (0..1) against Fa over 0..``ROC_FA_LIMIT`` (points sorted by Fa,
 linear interpolation, the origin added, the last Pd carried to the limit), divided by the limit so
 that 1.0 means every target found before the first false-alarm pixel. Partial, because Fa beyond
@@ -139,6 +139,10 @@ class SegmentationMetrics:
         at_threshold = self._counts[self.threshold]
         roc_pd = [self._pd_percent(self._counts[t]) for t in self.roc_thresholds]
         roc_fa = [self._fa(self._counts[t]) for t in self.roc_thresholds]
+        roc_fa_per_frame = [
+            self._counts[t].false_alarm_objects / self.images if self.images else float("nan")
+            for t in self.roc_thresholds
+        ]
         return {
             "mIoU": 100.0 * self.intersection / self.union if self.union else float("nan"),
             "nIoU": 100.0 * self.niou_sum / self.niou_images if self.niou_images else float("nan"),
@@ -156,7 +160,12 @@ class SegmentationMetrics:
             "niou_images": self.niou_images,
             "niou_excluded_images": self.images - self.niou_images,
             "threshold": self.threshold,
-            "roc": {"thresholds": list(self.roc_thresholds), "pd": roc_pd, "fa": roc_fa},
+            "roc": {
+                "thresholds": list(self.roc_thresholds),
+                "pd": roc_pd,
+                "fa": roc_fa,
+                "fa_per_frame": roc_fa_per_frame,
+            },
             "roc_auc": roc_area(roc_fa, roc_pd),
             "roc_auc_fa_limit": ROC_FA_LIMIT / FA_UNIT,
         }

@@ -13,6 +13,9 @@ import typer
 
 from models.evaluate import evaluate
 from models.paths import DATA_DIR, WEIGHTS_DIR
+from models.sequence_eval import evaluate_on_clips
+from models.synthesis import fixed_eval_set
+from models.training import SEQUENCE_DATA
 from models.weights import file_sha256, read_metadata
 
 # Published test figures (NUDT-SIRST, the papers' 50/50 split): SD2Net from Hu et al. 2026 (Table
@@ -27,6 +30,7 @@ report_app = typer.Typer(help="Accuracy tables, weights cards and regression flo
 
 FLOORS_FILE = WEIGHTS_DIR / "regression_floors.json"
 FLOOR_SLICE = 24  # first test images of the weights' dataset
+FLOOR_CLIP_LENGTH = 12  # frames of each fixed sequence clip, for sequence-trained weights
 FLOOR_MARGIN = 0.98  # a floor is 98% of the figure measured when the weights were shipped
 FLOOR_METRICS = ("mIoU", "Pd")
 
@@ -136,23 +140,35 @@ def card_command(
     typer.echo(f"wrote {card}")
 
 
+def floor_figures(
+    entry: dict[str, Any], weights: Path, data_dir: Path = DATA_DIR
+) -> dict[str, Any]:
+    """The figures a floor guards, measured on the entry's slice: the first ``images`` test
+    images of an image dataset, or the fixed sequence clips cut to ``clip_length`` frames."""
+    if entry["dataset"] == SEQUENCE_DATA:
+        clips = fixed_eval_set(length=entry["clip_length"], data_dir=data_dir)
+        return evaluate_on_clips(entry["model"], clips, weights)
+    return evaluate(
+        data_dir / entry["dataset"], "test", entry["model"], weights, limit=entry["images"]
+    )
+
+
 def measure_floors(
     weights_dir: Path = WEIGHTS_DIR, data_dir: Path = DATA_DIR, images: int = FLOOR_SLICE
 ) -> dict[str, dict[str, Any]]:
-    """Score every shipped weights file on the first ``images`` test images of the dataset it
-    was trained on; floors just under those figures guard the weights and the preprocessing."""
+    """Score every shipped weights file on a slice of the test data it was trained for; floors
+    just under those figures guard the weights and the preprocessing."""
     floors: dict[str, dict[str, Any]] = {}
     for weights in sorted(weights_dir.glob("*.safetensors")):
         facts = _training_facts(str(weights))
-        if facts.get("dataset") not in {"nudt-sirst", "sirst-v2"}:
-            continue  # sequence-trained weights are checked by the sequence evaluation
-        result = evaluate(
-            data_dir / facts["dataset"], "test", facts["model"], weights, limit=images
-        )
+        entry: dict[str, Any] = {"model": facts["model"], "dataset": facts["dataset"]}
+        if facts["dataset"] == SEQUENCE_DATA:
+            entry["clip_length"] = FLOOR_CLIP_LENGTH
+        else:
+            entry["images"] = images
+        result = floor_figures(entry, weights, data_dir)
         floors[weights.name] = {
-            "model": facts["model"],
-            "dataset": facts["dataset"],
-            "images": images,
+            **entry,
             "weights_sha256": file_sha256(weights),
             "measured": {name: result[name] for name in FLOOR_METRICS},
             "floor": {name: result[name] * FLOOR_MARGIN for name in FLOOR_METRICS},

@@ -14,6 +14,7 @@ from models import MODEL_INFO, build_model, load_model
 from models.evaluate import eval_command
 from models.export import export_onnx, onnx_max_difference
 from models.report import report_app
+from models.sequence_eval import eval_sequences
 from models.training import train_command
 from service.demo import demo_command
 from service.server import serve_command
@@ -31,6 +32,7 @@ bench_app.command("streaming")(bench_streaming)
 bench_app.command("service")(bench_service)
 bench_app.command("onnx")(bench_onnx)
 app.command("eval")(eval_command)
+app.command("eval-sequences")(eval_sequences)
 app.command("train")(train_command)
 app.command("eval-tracks")(eval_tracks)
 app.command("serve")(serve_command)

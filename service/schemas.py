@@ -142,6 +142,9 @@ class ModelInfo(BaseModel):
     size_multiple: int = Field(description="Frames are padded to this multiple internally.")
     weights_sha256: str
     weights_source: str = Field(description="shipped, file, or random-init (untrained!).")
+    backend: str = Field(
+        description="What runs it: torch or onnxruntime (IRTRACK_INFERENCE_BACKEND)."
+    )
     default: bool
 
 

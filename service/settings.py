@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         default="float32", description="Inference dtype; reduced precision only pays off on a GPU."
     )
+    inference_backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        default="auto",
+        description="What runs the single-frame models (sd2net, lrrnet): 'auto' = ONNX Runtime on "
+        "a CPU in float32 (faster there: `irtrack bench onnx`), torch otherwise; 'onnxruntime' "
+        "insists (CPU and float32 only). STD2Net's cached streaming always runs in torch.",
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="CPU threads for torch; unset = torch's default."
     )

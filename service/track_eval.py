@@ -19,26 +19,25 @@ It lives in ``service`` because it scores the service's tracker; it only reads `
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import motmetrics as mm
 import numpy as np
 import torch
 import typer
 
+from models.evaluate import EvaluationError
 from models.machine import describe_machine
 from models.metrics import DEFAULT_THRESHOLD, MATCH_DISTANCE
-from models.padding import SizedModel, run_padded
-from models.postprocess import find_components, sigmoid
-from models.registry import build_model, load_model, model_info
-from models.std2net import STD2Net, StreamState, step_streams
+from models.postprocess import find_components
+from models.sequence_eval import Detector, load_sequence_model, model_detector
 from models.synthesis import EVAL_SEED, Sequence, fixed_eval_set
-from models.weights import file_sha256
+from models.training import resolve_device
 from service.tracking import PointTracker, TrackerSettings
 
 MASKS = "masks"  # the ground-truth detector: scores the tracker alone
@@ -56,7 +55,6 @@ class TrackPoint:
 
 
 FramePoints = SequenceOf[TrackPoint]
-Detector = Callable[[Sequence], Iterator[np.ndarray]]  # a clip -> its probability maps, in order
 
 
 def accumulate(
@@ -126,28 +124,6 @@ def mask_detector(sequence: Sequence) -> Iterator[np.ndarray]:
         yield mask.astype(np.float32)
 
 
-def model_detector(model: torch.nn.Module, device: torch.device) -> Detector:
-    """Frame-by-frame probabilities of ``model`` (in eval mode, on ``device``)."""
-
-    @torch.inference_mode()
-    def detect(sequence: Sequence) -> Iterator[np.ndarray]:
-        forward = _clip_forward(model)
-        for frame in sequence.frames:
-            x = torch.from_numpy(frame.astype(np.float32) / 255.0).to(device)[None, None]
-            yield sigmoid(forward(x)[0, 0].float().cpu().numpy())
-
-    return detect
-
-
-def _clip_forward(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A fresh forward for one clip: a multi-frame model streams it through a new ring buffer
-    (the service's path); a single-frame model sees one frame at a time."""
-    if isinstance(model, STD2Net):
-        state = StreamState(window=model.frames)
-        return lambda x: step_streams(model, [state], x)
-    return lambda x: run_padded(cast(SizedModel, model), x)
-
-
 def evaluate(
     detector: Detector,
     sequences: SequenceOf[Sequence],
@@ -201,37 +177,16 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _detector(
     name: str, weights_dir: Path | None, random_init: bool, seed: int, device: torch.device
 ) -> tuple[Detector, dict[str, Any]]:
-    """The detector called ``name`` and what names its weights in the report.
-
-    Weights: ``weights_dir/<name>.safetensors`` if a folder is given, else the shipped file; an
-    untrained model only when asked for, so that one is never scored by accident.
-    """
+    """The detector called ``name`` and what names its weights in the report: the ground-truth
+    masks, or a model with ``weights_dir/<name>.safetensors`` (default: the shipped file)."""
     if name == MASKS:
         return mask_detector, {"weights": "ground-truth masks"}
-    info = model_info(name)
-    if random_init:
-        torch.manual_seed(seed)
-        network = build_model(name).eval()
-        entry: dict[str, Any] = {"weights": f"random-init(seed={seed})", "weights_sha256": None}
-    else:
-        path = weights_dir / f"{name}.safetensors" if weights_dir else info.default_weights_path
-        if path is None or not path.is_file():
-            raise FileNotFoundError(
-                f"no weights for {name} ({path or 'none shipped in models/weights/'}): pass "
-                "--weights-dir, or --random-init to score an untrained model"
-            )
-        network, _ = load_model(name, path)
-        entry = {"weights": str(path), "weights_sha256": file_sha256(path)}
-    return model_detector(network.to(device), device), entry
+    weights = weights_dir / f"{name}.safetensors" if weights_dir else None
+    model, entry = load_sequence_model(name, weights, seed if random_init else None)
+    return model_detector(model, device), entry
 
 
 def eval_tracks(
@@ -265,13 +220,13 @@ def eval_tracks(
     ] = None,
 ) -> None:
     """MOTA, IDF1 and ID switches of detector + tracker on the fixed synthesized clips."""
-    torch_device = _pick_device(device)
+    torch_device = resolve_device(device)
     try:
         detectors = {
             name: _detector(name, weights_dir, random_init, seed, torch_device)
             for name in model or DEFAULT_DETECTORS
         }
-    except (KeyError, FileNotFoundError) as exc:
+    except EvaluationError as exc:
         typer.echo(f"error: {exc.args[0]}", err=True)
         raise typer.Exit(2) from None
     settings = TrackerSettings()

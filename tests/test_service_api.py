@@ -59,6 +59,8 @@ def test_models_lists_the_loaded_detectors(http):
     assert models["sd2net"]["parameters"] == 262_442 and models["sd2net"]["default"]
     assert models["std2net"]["frames"] == 5 and not models["std2net"]["default"]
     assert all(len(m["weights_sha256"]) == 64 for m in models.values())
+    # on a CPU in float32 the single-frame model runs on ONNX Runtime; streaming stays in torch
+    assert models["sd2net"]["backend"] == "onnxruntime" and models["std2net"]["backend"] == "torch"
 
 
 def test_the_openapi_document_lists_every_endpoint(http):

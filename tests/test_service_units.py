@@ -1,6 +1,9 @@
 """The service's small mechanisms on their own: codecs, batcher, settings, frame accounting."""
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import cv2
@@ -205,3 +208,16 @@ def test_a_ticket_settles_exactly_once_and_exceptions_settle_it():
     assert total("received") == 4
     assert total("processed") == 2 and total("dropped") == 1 and total("failed") == 1
     assert (counters.received, counters.processed, counters.failed) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_entry_point_makes_openmp_threads_wait_passively_unless_told(given, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    # the entry point imports the service package first; it must set the policy before torch loads
+    probe = "import sys, os, service; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert shown == [expected, "False"]

@@ -25,6 +25,9 @@ class ModelCard:
     parameters: int
     weights_sha256: str
     weights_source: str
+    backend: (
+        str  # "torch" or "onnxruntime": what runs the forward pass (Settings.inference_backend)
+    )
 
     @property
     def streaming(self) -> bool:

@@ -1,6 +1,7 @@
 """The models as the worker runs them: loading, warm-up, and one batched forward pass.
 
-This is the only part of the service that touches torch. Frames of a batch may differ in size as
+This is the only part of the service that touches torch (and ONNX Runtime: on a CPU the
+single-frame models run as their ONNX export, see ``Settings.inference_backend``). Frames of a batch may differ in size as
 long as they pad to the same size: each is replicate-padded to the batch's padded size (exactly
 what ``models.padding`` would do to it alone), run in one call, and its logits cropped back.
 """
@@ -9,16 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import numpy as np
+import onnxruntime
 import torch
 from torch import nn
 
 from models import load_model, model_info
+from models.export import export_onnx, onnx_cpu_session
 from models.padding import crop_to, pad_to_multiple, padded_size
 from models.std2net import STD2Net, StreamState, step_streams
 from models.weights import file_sha256
@@ -43,6 +47,7 @@ class LoadedModel(ModelCard):
     """A model card with the module it describes, on the worker's device."""
 
     module: nn.Module
+    onnx: onnxruntime.InferenceSession | None = None  # the module's export, where ORT runs it
 
 
 def choose_weights(settings: Settings) -> dict[str, WeightsChoice]:
@@ -70,6 +75,21 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
+def runs_on_onnxruntime(settings: Settings, device: torch.device, model: str) -> bool:
+    """Whether ``model`` runs as its ONNX export: only single-frame models, on a CPU in float32
+    (where ONNX Runtime beats torch, ``irtrack bench onnx``); ``inference_backend='onnxruntime'`` elsewhere
+    is a configuration error, raised at start-up."""
+    if settings.inference_backend == "torch" or model_info(model).frames != 1:
+        return False
+    possible = device.type == "cpu" and settings.dtype == "float32"
+    if settings.inference_backend == "onnxruntime" and not possible:
+        raise ValueError(
+            f"IRTRACK_INFERENCE_BACKEND=onnxruntime runs on a CPU in float32, not on {device} in "
+            f"{settings.dtype}: use IRTRACK_INFERENCE_BACKEND=auto or torch"
+        )
+    return possible
+
+
 class ModelRuntime:
     """Every configured model, on one device, in one dtype."""
 
@@ -78,6 +98,9 @@ class ModelRuntime:
         self.device = resolve_device(settings.device)
         self.dtype = DTYPES[settings.dtype]
         self.weights = choose_weights(settings)
+        self.onnxruntime = {
+            name: runs_on_onnxruntime(settings, self.device, name) for name in settings.models
+        }
         self.models: dict[str, LoadedModel] = {}
 
     def load(self) -> None:
@@ -100,12 +123,21 @@ class ModelRuntime:
             self.models[name] = LoadedModel(
                 name=name,
                 module=module,
+                backend="onnxruntime" if self.onnxruntime[name] else "torch",
+                onnx=self._onnx_session(module) if self.onnxruntime[name] else None,
                 frames=model_info(name).frames,
                 size_multiple=model_info(name).size_multiple,
                 parameters=sum(p.numel() for p in module.parameters()),
                 weights_sha256=sha,
                 weights_source=choice.source,
             )
+
+    @staticmethod
+    def _onnx_session(module: nn.Module) -> onnxruntime.InferenceSession:
+        """ONNX Runtime session of ``module``'s export (a second or two per model at start-up)."""
+        with tempfile.TemporaryDirectory(prefix="irtrack-onnx-") as folder:
+            path = export_onnx(module, f"{folder}/model.onnx")
+            return onnx_cpu_session(path.read_bytes(), threads=torch.get_num_threads())
 
     def warm_up(self) -> None:
         """Run every model once per warm-up size so first requests do not pay for allocation,
@@ -115,7 +147,7 @@ class ModelRuntime:
                 frame = np.zeros((height, width), dtype=np.float32)
                 states = [StreamState()] if model.streaming else None
                 self.infer(model.name, [frame], states)
-                log.info("warmed up %s at %dx%d", model.name, width, height)
+                log.info("warmed up %s (%s) at %dx%d", model.name, model.backend, width, height)
 
     def padded_size(self, model: str, size: tuple[int, int]) -> tuple[int, int]:
         """The (H, W) a frame of ``size`` runs at: frames sharing it can share a batch."""
@@ -138,13 +170,17 @@ class ModelRuntime:
                 for frame in frames
             ]
         ).to(device=self.device, dtype=self.dtype)  # (B, 1, Hp, Wp)
-        with torch.inference_mode():
-            if model.streaming:
-                if states is None or len(states) != len(frames):
-                    raise ValueError(f"{model_name} needs one stream state per frame")
-                logits = step_streams(cast(STD2Net, model.module), states, batch)
-            else:
-                logits = model.module(batch)
+        if model.onnx is not None:
+            (onnx_logits,) = model.onnx.run(None, {"frames": batch.numpy()})
+            logits = torch.from_numpy(onnx_logits)
+        else:
+            with torch.inference_mode():
+                if model.streaming:
+                    if states is None or len(states) != len(frames):
+                        raise ValueError(f"{model_name} needs one stream state per frame")
+                    logits = step_streams(cast(STD2Net, model.module), states, batch)
+                else:
+                    logits = model.module(batch)
         logits = logits.float().cpu()
         return [crop_to(logits[i, 0], frame.shape).numpy() for i, frame in enumerate(frames)]
 

@@ -21,6 +21,7 @@ async def list_models(engine: EngineDep) -> ModelList:
                 size_multiple=model.size_multiple,
                 weights_sha256=model.weights_sha256,
                 weights_source=model.weights_source,
+                backend=model.backend,
                 default=model.name == engine.settings.default_model,
             )
             for model in engine.models()
