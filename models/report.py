@@ -14,6 +14,7 @@ import typer
 from models.evaluate import evaluate
 from models.paths import DATA_DIR, WEIGHTS_DIR
 from models.sequence_eval import evaluate_on_clips
+from models.sequence_eval import markdown_table as sequence_table
 from models.synthesis import fixed_eval_set
 from models.training import SEQUENCE_DATA
 from models.weights import file_sha256, read_metadata
@@ -93,7 +94,11 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
 
 
 def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
-    """A weights file's card: what it is, how it was trained, what it scores on test splits."""
+    """A weights file's card: what it is, how it was trained, what it scores on the test data.
+
+    ``results`` are ``irtrack eval --json`` records (test splits of image datasets) and/or
+    ``irtrack eval-sequences --json`` reports (the fixed synthesized clips).
+    """
     facts = _training_facts(str(weights))
     hyper = facts.get("hyper", {})
     lines = [
@@ -105,12 +110,14 @@ def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
         f"- kept epoch {facts.get('epoch', '?')} (best val mIoU {facts.get('val_mIoU', '?')}) of "
         f"{hyper.get('epochs', '?')} planned; trained {facts.get('date', '?')}, commit "
         f"`{facts.get('git_commit', '?')}`",
-        "",
-        "## Test figures (`irtrack eval`)",
-        "",
-        accuracy_table(results),
     ]
-    return "\n".join(lines)
+    images = [result for result in results if "models" not in result]
+    sequences = [result for result in results if "models" in result]
+    if images:
+        lines += ["", "## Test figures (`irtrack eval`)", "", accuracy_table(images)]
+    for report in sequences:
+        lines += ["", "## Sequence figures (`irtrack eval-sequences`)", "", sequence_table(report)]
+    return "\n".join(lines) + "\n"
 
 
 def _load(paths: list[Path]) -> list[dict[str, Any]]:
@@ -132,7 +139,9 @@ def accuracy_command(
 @report_app.command("card")
 def card_command(
     weights: Path = typer.Option(..., help="a safetensors file written by irtrack train"),
-    eval_json: list[Path] = typer.Option(..., "--eval", help="irtrack eval --json output"),
+    eval_json: list[Path] = typer.Option(
+        ..., "--eval", help="irtrack eval --json or irtrack eval-sequences --json output"
+    ),
 ) -> None:
     """Write <weights>.md beside the weights file."""
     card = weights.with_suffix(".md")

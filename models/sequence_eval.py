@@ -17,7 +17,7 @@ alarm budget, chosen on the same grid for every model.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -45,6 +45,26 @@ Detector = Callable[[Clip], Iterator[np.ndarray]]  # a clip -> its probability m
 DEFAULT_MODELS = ("sd2net", "std2net")
 FA_PER_FRAME_LIMITS = (0.01, 0.05, 0.2)  # false-alarm objects per frame
 SUMMARY = ("mIoU", "nIoU", "Pd", "Fa", "fa_per_frame", "roc_auc", "images", "targets")
+
+# Options shared by the commands that score models on the fixed clips (also irtrack eval-tracks).
+SeedOption = Annotated[int, typer.Option(help="Seed of the fixed evaluation clips.")]
+SplitOption = Annotated[str, typer.Option(help="Split the clips are composed from.")]
+LengthOption = Annotated[int, typer.Option(min=1, help="Frames per clip.")]
+WeightsDirOption = Annotated[
+    Path | None,
+    typer.Option(help="Folder with <model>.safetensors; default: the shipped weights."),
+]
+RandomInitOption = Annotated[
+    bool, typer.Option("--random-init", help="Score untrained models, seeded with --seed.")
+]
+ThresholdOption = Annotated[float, typer.Option(help="Probability threshold.")]
+DeviceOption = Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda', 'cuda:1'.")]
+JsonOption = Annotated[
+    Path | None, typer.Option("--json", help="Write the full report (per clip) here.")
+]
+MarkdownOption = Annotated[
+    Path | None, typer.Option("--markdown", help="Write the Markdown table here.")
+]
 
 
 def model_detector(model: nn.Module, device: torch.device) -> Detector:
@@ -151,6 +171,30 @@ def _figure(value: float | None, template: str) -> str:
     return "-" if value is None else template.format(value)
 
 
+def clip_table(
+    clips: Sequence[str],
+    results: Mapping[str, Any],
+    what: str,
+    cell: Callable[[Any, str], str],
+) -> list[str]:
+    """Markdown lines of a per-clip table: a row per clip, a column per model of ``results``,
+    ``cell(result, clip)`` its text."""
+    lines = [
+        "| clip | " + " | ".join(f"{name}: {what}" for name in results) + " |",
+        "| --- |" + " ---: |" * len(results),
+    ]
+    for clip in clips:
+        lines.append(
+            f"| {clip} | " + " | ".join(cell(result, clip) for result in results.values()) + " |"
+        )
+    return lines
+
+
+def _clip_cell(result: dict[str, Any], clip: str) -> str:
+    figures = result["clips"][clip]
+    return f"{_figure(figures['Pd'], '{:.1f}')} / {figures['fa_per_frame']:.3f}"
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """Pd at matched false alarms and the threshold-0.5 figures per model, Pd per clip, and a
     line naming the data, date and machine behind the figures."""
@@ -170,17 +214,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {result['roc_auc']:.3f} | {result['mIoU']:.2f} | {result['Pd']:.2f} "
             f"| {result['fa_per_frame']:.3f} |"
         )
-    lines += [
-        "",
-        "| clip | " + " | ".join(f"{name}: Pd % / FA/frame at 0.5" for name in results) + " |",
-        "| --- |" + " ---: |" * len(results),
-    ]
-    for clip in report["clips"]:
-        cells = [
-            f"{_figure(r['clips'][clip]['Pd'], '{:.1f}')} / {r['clips'][clip]['fa_per_frame']:.3f}"
-            for r in results.values()
-        ]
-        lines.append(f"| {clip} | " + " | ".join(cells) + " |")
+    lines += ["", *clip_table(report["clips"], results, "Pd % / FA/frame at 0.5", _clip_cell)]
     first = next(iter(results.values()))
     lines += [
         "",
@@ -197,25 +231,16 @@ def eval_sequences(
         list[str] | None,
         typer.Option(help=f"Models to score (repeat); default: {', '.join(DEFAULT_MODELS)}."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the fixed evaluation clips.")] = EVAL_SEED,
-    split: Annotated[str, typer.Option(help="Split the clips are composed from.")] = "test",
-    length: Annotated[int, typer.Option(min=1, help="Frames per clip.")] = 60,
-    weights_dir: Annotated[
-        Path | None,
-        typer.Option(help="Folder with <model>.safetensors; default: the shipped weights."),
-    ] = None,
-    random_init: Annotated[
-        bool, typer.Option("--random-init", help="Score untrained models (smoke runs).")
-    ] = False,
-    threshold: Annotated[float, typer.Option(help="Probability threshold.")] = DEFAULT_THRESHOLD,
-    device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda', 'cuda:1'.")] = "auto",
+    seed: SeedOption = EVAL_SEED,
+    split: SplitOption = "test",
+    length: LengthOption = 60,
+    weights_dir: WeightsDirOption = None,
+    random_init: RandomInitOption = False,
+    threshold: ThresholdOption = DEFAULT_THRESHOLD,
+    device: DeviceOption = "auto",
     data_dir: Annotated[Path, typer.Option(help="The shared datasets.")] = DATA_DIR,
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write the full report (per clip) here.")
-    ] = None,
-    markdown_path: Annotated[
-        Path | None, typer.Option("--markdown", help="Write the Markdown table here.")
-    ] = None,
+    json_path: JsonOption = None,
+    markdown_path: MarkdownOption = None,
 ) -> None:
     """Detection on the fixed synthesized clips: multi-frame vs single-frame at matched false
     alarms."""

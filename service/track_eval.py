@@ -35,7 +35,21 @@ from models.evaluate import EvaluationError
 from models.machine import describe_machine
 from models.metrics import DEFAULT_THRESHOLD, MATCH_DISTANCE
 from models.postprocess import find_components
-from models.sequence_eval import Detector, load_sequence_model, model_detector
+from models.sequence_eval import (
+    Detector,
+    DeviceOption,
+    JsonOption,
+    LengthOption,
+    MarkdownOption,
+    RandomInitOption,
+    SeedOption,
+    SplitOption,
+    ThresholdOption,
+    WeightsDirOption,
+    clip_table,
+    load_sequence_model,
+    model_detector,
+)
 from models.synthesis import EVAL_SEED, Sequence, fixed_eval_set
 from models.training import resolve_device
 from service.tracking import PointTracker, TrackerSettings
@@ -140,6 +154,11 @@ def evaluate(
     return summarize(accumulators)
 
 
+def _clip_cell(result: Mapping[str, Any], clip: str) -> str:
+    scores = result["scores"][clip]
+    return f"{scores['mota']:.3f} / {scores['idf1']:.3f} / {scores['num_switches']:.0f}"
+
+
 def markdown_table(report: Mapping[str, Any]) -> str:
     """Overall scores, one row per detector, then MOTA / IDF1 / ID switches per clip, and a line
     naming the data, threshold, tracker settings, date and machine behind the figures."""
@@ -156,17 +175,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
             f"| {o['idf1']:.3f} | {o['num_switches']:.0f} | {o['num_false_positives']:.0f} "
             f"| {o['num_misses']:.0f} | {o['num_objects']:.0f} |"
         )
-    lines += [
-        "",
-        "| clip | " + " | ".join(f"{name}: MOTA / IDF1 / IDsw" for name in detectors) + " |",
-        "| --- |" + " ---: |" * len(detectors),
-    ]
-    for clip in report["clips"]:
-        cells = [
-            f"{c['mota']:.3f} / {c['idf1']:.3f} / {c['num_switches']:.0f}"
-            for c in (result["scores"][clip] for result in detectors.values())
-        ]
-        lines.append(f"| {clip} | " + " | ".join(cells) + " |")
+    lines += ["", *clip_table(report["clips"], detectors, "MOTA / IDF1 / IDsw", _clip_cell)]
     lines += [
         "",
         f"{report['dataset']}: {len(report['clips'])} clips, {report['frames']} frames; "
@@ -197,27 +206,15 @@ def eval_tracks(
             f"tracker alone). Default: {', '.join(DEFAULT_DETECTORS)}."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the fixed evaluation clips.")] = EVAL_SEED,
-    split: Annotated[str, typer.Option(help="Split the clips are composed from.")] = "test",
-    length: Annotated[int, typer.Option(min=1, help="Frames per clip.")] = 60,
-    weights_dir: Annotated[
-        Path | None,
-        typer.Option(help="Folder with <model>.safetensors; default: the shipped weights."),
-    ] = None,
-    random_init: Annotated[
-        bool,
-        typer.Option(
-            "--random-init", help="Score untrained models (seeded with --seed): smoke runs."
-        ),
-    ] = False,
-    threshold: Annotated[float, typer.Option(help="Probability threshold.")] = DEFAULT_THRESHOLD,
-    device: Annotated[str, typer.Option(help="'auto', 'cpu', 'cuda', 'cuda:1'.")] = "auto",
-    json_path: Annotated[
-        Path | None, typer.Option("--json", help="Write the full report (per clip) here.")
-    ] = None,
-    markdown_path: Annotated[
-        Path | None, typer.Option("--markdown", help="Write the Markdown table here.")
-    ] = None,
+    seed: SeedOption = EVAL_SEED,
+    split: SplitOption = "test",
+    length: LengthOption = 60,
+    weights_dir: WeightsDirOption = None,
+    random_init: RandomInitOption = False,
+    threshold: ThresholdOption = DEFAULT_THRESHOLD,
+    device: DeviceOption = "auto",
+    json_path: JsonOption = None,
+    markdown_path: MarkdownOption = None,
 ) -> None:
     """MOTA, IDF1 and ID switches of detector + tracker on the fixed synthesized clips."""
     torch_device = resolve_device(device)

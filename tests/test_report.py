@@ -49,3 +49,37 @@ def test_card_names_the_training_and_the_test_figures(tmp_path: Path) -> None:
     save_weights(build_model("sd2net"), weights, metadata)
     card = weights_card(weights, [eval_result(weights, "sd2net", "sirst-v2", 42.0)])
     assert "`sirst-v2` train split" in card and "abc123" in card and "42.00" in card
+
+
+def sequence_result(model: str, pd_tight: float) -> dict:
+    clips = {
+        "crossing": {"Pd": 75.0, "fa_per_frame": 0.5},
+        "fading": {"Pd": None, "fa_per_frame": 0.0},
+    }
+    matched = [
+        {"fa_per_frame_limit": 0.05, "Pd": pd_tight, "threshold": 0.9, "fa_per_frame": 0.04},
+        {"fa_per_frame_limit": 0.2, "Pd": None, "threshold": None, "fa_per_frame": None},
+    ]
+    return {
+        "model": model, "weights": f"{model}.safetensors", "weights_sha256": "cd" * 32,
+        "matched": matched, "roc_auc": 0.5, "mIoU": 33.3, "Pd": 70.0, "fa_per_frame": 0.3,
+        "images": 24, "targets": 30, "clips": clips,
+    }  # fmt: skip
+
+
+def test_a_sequence_trained_card_shows_the_sequence_figures_of_every_model(tmp_path: Path) -> None:
+    weights = tmp_path / "std2net.safetensors"
+    metadata = {"dataset": "sequences", "epoch": "4", "hyper": json.dumps({"epochs": 12})}
+    save_weights(build_model("sd2net"), weights, metadata)
+    report = {
+        "dataset": "synthesized clips", "clips": ["crossing", "fading"], "date": "2026-11-22",
+        "machine": "test CPU",
+        "models": {"sd2net": sequence_result("sd2net", 61.5), "std2net": sequence_result("std2net", 77.25)},
+    }  # fmt: skip
+    card = weights_card(weights, [report])
+    assert "`sequences` train split" in card and "kept epoch 4" in card
+    assert "Sequence figures" in card and "Test figures" not in card
+    rows = {line.split(" | ")[0]: line for line in card.splitlines() if line.startswith("| s")}
+    assert "61.50" in rows["| sd2net"] and "77.25" in rows["| std2net"]
+    assert "| crossing | 75.0 / 0.500 | 75.0 / 0.500 |" in card  # per-clip Pd / FA per frame
+    assert "| fading | - / 0.000 |" in card  # a clip without targets has no Pd
