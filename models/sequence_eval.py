@@ -43,7 +43,13 @@ from models.weights import file_sha256
 
 Detector = Callable[[Clip], Iterator[np.ndarray]]  # a clip -> its probability maps, in order
 DEFAULT_MODELS = ("sd2net", "std2net")
-FA_PER_FRAME_LIMITS = (0.01, 0.05, 0.2)  # false-alarm objects per frame
+FA_PER_FRAME_LIMITS = (0.05, 0.2, 1.0)  # false-alarm objects per frame
+# The ROC grid of the matched comparison: logits -6 .. 15 in steps of 0.5 (0.5 included). Trained
+# models put clutter at logits far above 6, where the metrics' default grid ends; above ~15 a
+# float32 probability cannot be told from 1.
+MATCHED_THRESHOLDS: tuple[float, ...] = tuple(
+    float(t) for t in sigmoid(np.linspace(-6.0, 15.0, 43).astype(np.float64))
+)
 SUMMARY = ("mIoU", "nIoU", "Pd", "Fa", "fa_per_frame", "roc_auc", "images", "targets")
 
 # Options shared by the commands that score models on the fixed clips (also irtrack eval-tracks).
@@ -117,7 +123,7 @@ def score_clips(
     detector: Detector, clips: Sequence[Clip], threshold: float = DEFAULT_THRESHOLD
 ) -> dict[str, Any]:
     """Metrics of ``detector`` over all ``clips`` (``overall``) and per clip (``clips``)."""
-    overall = SegmentationMetrics(threshold)
+    overall = SegmentationMetrics(threshold, roc_thresholds=MATCHED_THRESHOLDS)
     per_clip: dict[str, dict[str, Any]] = {}
     for index, clip in enumerate(tqdm(clips, desc="clips", disable=None)):
         metrics = SegmentationMetrics(threshold)
