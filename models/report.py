@@ -93,6 +93,16 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n" + footer
 
 
+def _training_data(facts: dict[str, Any]) -> str:
+    dataset = facts.get("dataset", "?")
+    if dataset == SEQUENCE_DATA:
+        return (
+            "sequences synthesized from the nudt-sirst and sirst-v2 train splits "
+            "(`models.synthesis`; model selection on fixed val-split clips, never on test)"
+        )
+    return f"`{dataset}` train split (model selection on its val split, never on test)"
+
+
 def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
     """A weights file's card: what it is, how it was trained, what it scores on the test data.
 
@@ -104,8 +114,7 @@ def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
     lines = [
         f"# {weights.name}",
         "",
-        f"- model: `{facts.get('model', '?')}`; training data: `{facts.get('dataset', '?')}` "
-        f"train split (model selection on its val split, never on test)",
+        f"- model: `{facts.get('model', '?')}`; training data: {_training_data(facts)}",
         f"- recipe: {json.dumps(hyper, sort_keys=True)}",
         f"- kept epoch {facts.get('epoch', '?')} (best val mIoU {facts.get('val_mIoU', '?')}) of "
         f"{hyper.get('epochs', '?')} planned; trained {facts.get('date', '?')}, commit "
