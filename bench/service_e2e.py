@@ -438,19 +438,16 @@ def _summarise(
 
 # --- the whole run ------------------------------------------------------------------------------
 def raw_model_throughput(
-    settings: Settings,
+    runtime: ModelRuntime,
     size: tuple[int, int],
     batch: int,
     repeats: int = 3,
     row_budget_s: float = 10.0,
 ) -> dict[str, Any]:
-    """The model alone, as the service's worker runs it: the same ``ModelRuntime`` (model,
-    inference backend, torch threads, denormals flushed), a full batch of ``size`` frames per
-    call (STD2Net: the cached stream step, one state per frame), median of the timed calls."""
-    torch.set_flush_denormal(True)
-    runtime = ModelRuntime(settings)
-    runtime.load()
-    model = settings.default_model
+    """The model alone, as the service's worker runs it: a loaded ``ModelRuntime`` (model,
+    inference backend, torch threads), a full batch of ``size`` frames per call (STD2Net: the
+    cached stream step, one state per frame), median of the timed calls."""
+    model = runtime.settings.default_model
     generator = np.random.default_rng(0)
     frames = [generator.random(size, dtype=np.float32) for _ in range(batch)]
     states = [StreamState() for _ in frames] if runtime.models[model].streaming else None
@@ -512,7 +509,10 @@ def run_service_benchmark(
             "weights_dir": weights_dir,
         }
     )
-    raw_before = raw_model_throughput(raw_settings, size, max_batch, raw_repeats)
+    torch.set_flush_denormal(True)  # as the service's worker does
+    raw_runtime = ModelRuntime(raw_settings)  # loaded once, timed before and after the rows
+    raw_runtime.load()
+    raw_before = raw_model_throughput(raw_runtime, size, max_batch, raw_repeats)
     service_env = {
         "IRTRACK_DEVICE": "cpu",
         "IRTRACK_INFERENCE_BACKEND": inference,
@@ -549,7 +549,7 @@ def run_service_benchmark(
                     rows.append({"backend": backend, **row})
     # Measured again once the service is gone: a machine whose load drifted shows it here, and
     # the faster of the two (the stricter reference) is the one the ratio uses.
-    raw_after = raw_model_throughput(raw_settings, size, max_batch, raw_repeats)
+    raw_after = raw_model_throughput(raw_runtime, size, max_batch, raw_repeats)
     raw = max(raw_before, raw_after, key=lambda measured: float(measured["fps"]))
     for row in rows:
         row["overhead_ratio"] = row["delivered_fps"] / raw["fps"] if row["fps"] == 0 else None

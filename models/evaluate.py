@@ -53,10 +53,10 @@ def resolve_dataset_dir(data: str | Path) -> Path:
     raise EvaluationError(f"{data}: not a dataset folder (no splits/ there nor in {DATA_DIR})")
 
 
-def load_detector(
+def load_scored_model(
     name: str, weights: Path | None, random_init_seed: int | None
 ) -> tuple[nn.Module, str, str | None]:
-    """(model in eval mode, weights label, weights SHA-256) for a single-frame detector.
+    """(model, weights label, weights SHA-256) of any registered model, for scoring it.
 
     Weights: ``weights`` if given, else the registry's shipped file; a randomly initialised model
     only when asked for (``random_init_seed``), so that an untrained model is never scored by
@@ -66,26 +66,37 @@ def load_detector(
         info = model_info(name)
     except KeyError as exc:
         raise EvaluationError(str(exc.args[0])) from None
-    if info.frames != 1:
-        raise EvaluationError(
-            f"{name} takes {info.frames}-frame windows; single-image datasets have no sequences "
-            "(evaluate it on sequences instead)"
-        )
     if random_init_seed is not None:
-        if weights is not None:
-            raise EvaluationError("give either --weights or --random-init, not both")
         torch.manual_seed(random_init_seed)
         return build_model(name).eval(), f"random-init(seed={random_init_seed})", None
     path = weights if weights is not None else info.default_weights_path
     if path is None:
         raise EvaluationError(
             f"no trained weights are shipped for {name} (models/weights/{info.default_weights} "
-            "is missing): pass --weights FILE, or --random-init to score an untrained model"
+            "is missing): pass the weights, or --random-init to score an untrained model"
         )
     if not path.is_file():
-        raise EvaluationError(f"weights file {path} does not exist")
+        raise EvaluationError(f"no weights for {name}: weights file {path} does not exist")
     model, _ = load_model(name, path)
     return model, str(path), file_sha256(path)
+
+
+def load_detector(
+    name: str, weights: Path | None, random_init_seed: int | None
+) -> tuple[nn.Module, str, str | None]:
+    """:func:`load_scored_model` for the single-frame detectors that image datasets can score."""
+    try:
+        info = model_info(name)
+    except KeyError as exc:
+        raise EvaluationError(str(exc.args[0])) from None
+    if info.frames != 1:
+        raise EvaluationError(
+            f"{name} takes {info.frames}-frame windows; single-image datasets have no sequences "
+            "(evaluate it on sequences instead)"
+        )
+    if random_init_seed is not None and weights is not None:
+        raise EvaluationError("give either --weights or --random-init, not both")
+    return load_scored_model(name, weights, random_init_seed)
 
 
 def predict_probability(model: nn.Module, image: torch.Tensor, device: torch.device) -> np.ndarray:

@@ -28,18 +28,16 @@ import typer
 from torch import nn
 from tqdm import tqdm
 
-from models.evaluate import EvaluationError, json_safe
+from models.evaluate import EvaluationError, json_safe, load_scored_model
 from models.machine import describe_machine
 from models.metrics import DEFAULT_THRESHOLD, SegmentationMetrics
 from models.padding import SizedModel, run_padded
 from models.paths import DATA_DIR
 from models.postprocess import sigmoid
-from models.registry import build_model, load_model, model_info
 from models.std2net import STD2Net, StreamState, step_streams
 from models.synthesis import EVAL_SEED, fixed_eval_set
 from models.synthesis import Sequence as Clip
 from models.training import resolve_device
-from models.weights import file_sha256
 
 Detector = Callable[[Clip], Iterator[np.ndarray]]  # a clip -> its probability maps, in order
 DEFAULT_MODELS = ("sd2net", "std2net")
@@ -99,24 +97,9 @@ def _clip_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 def load_sequence_model(
     name: str, weights: Path | None = None, random_init_seed: int | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """(model, what names its weights in a report): ``weights``, else the shipped file; an
-    untrained model only when asked for, so that one is never scored by accident."""
-    try:
-        info = model_info(name)
-    except KeyError as exc:
-        raise EvaluationError(str(exc.args[0])) from None
-    if random_init_seed is not None:
-        torch.manual_seed(random_init_seed)
-        label = f"random-init(seed={random_init_seed})"
-        return build_model(name), {"weights": label, "weights_sha256": None}
-    path = weights if weights is not None else info.default_weights_path
-    if path is None or not path.is_file():
-        raise EvaluationError(
-            f"no weights for {name} ({path or 'none shipped in models/weights/'}): pass the "
-            "weights, or --random-init to score an untrained model"
-        )
-    model, _ = load_model(name, path)
-    return model, {"weights": str(path), "weights_sha256": file_sha256(path)}
+    """:func:`models.evaluate.load_scored_model`, its weights named as a report names them."""
+    model, label, sha = load_scored_model(name, weights, random_init_seed)
+    return model, {"weights": label, "weights_sha256": sha}
 
 
 def score_clips(
@@ -130,7 +113,8 @@ def score_clips(
         for prob, mask in zip(detector(clip), clip.masks, strict=True):
             overall.update(prob, mask)
             metrics.update(prob, mask)
-        per_clip[clip.name or f"clip-{index}"] = {k: metrics.compute()[k] for k in SUMMARY}
+        figures = metrics.compute()
+        per_clip[clip.name or f"clip-{index}"] = {k: figures[k] for k in SUMMARY}
     result = overall.compute()
     result["matched"] = pd_at_matched_false_alarms(result)
     result["clips"] = per_clip
