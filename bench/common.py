@@ -71,6 +71,17 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def device_name(machine: dict[str, Any]) -> str:
+    """The processor a report's figures come from, as its tables name it."""
+    return f"GPU {machine['gpu']} (CPU {machine['cpu']})" if "gpu" in machine else machine["cpu"]
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a timer read afterwards includes it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def write_outputs(
     table: str, report: dict[str, Any], json_path: Path | None, markdown_path: Path | None
 ) -> None:

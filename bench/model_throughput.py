@@ -9,14 +9,20 @@ predicted single-run time (scaled linearly in pixels x batch from the largest ro
 for that model) exceeds ``max_run_s`` are reported as skipped rather than stalling the run; this
 keeps the default CPU run of ``irtrack bench models`` to a few minutes on a 2-core machine.
 
+Modes (``--mode``, repeatable): ``eager`` (the module called as is), ``channels-last`` (weights
+and input in ``torch.channels_last``), ``cuda-graph`` (CUDA only: the engine's
+``GraphedForward``, one captured graph replayed per call; not for ``std2net-stream``, whose
+per-stream rings live in Python). The default is ``eager`` on CPU and all three on CUDA.
+
 Tables for the README come from ``--markdown PATH``, never typed by hand.
 """
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import torch
@@ -31,31 +37,31 @@ from bench.common import (
     MarkdownOption,
     SizesOption,
     ThreadsOption,
+    device_name,
     machine_info,
     sizes_or_default,
+    synchronize,
     write_outputs,
 )
 from models import build_model, model_info
 from models.std2net import STD2Net, StreamState, step_streams
+from service.engine.cuda_fast_path import GraphedForward
+from service.engine.runtime import to_channels_last
 
 STREAMING = "std2net-stream"  # STD2Net's per-frame cost in a stream: cached ring, one backbone pass
 DEFAULT_MODELS = ("sd2net", "std2net", STREAMING, "lrrnet")
 WINDOW_FRAMES = {"std2net": 5, STREAMING: 5}  # frames the temporal head holds per sample
 DEFAULT_MAX_WINDOW_PIXELS = 8e6
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MODES = ("eager", "channels-last", "cuda-graph")
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed_run(model: nn.Module, frames: torch.Tensor) -> float:
+def _timed_run(model: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor) -> float:
     """Seconds for one forward pass, including the wait for the GPU."""
-    _synchronize(frames.device)
+    synchronize(frames.device)
     start = time.perf_counter()
     model(frames)
-    _synchronize(frames.device)
+    synchronize(frames.device)
     return time.perf_counter() - start
 
 
@@ -106,72 +112,88 @@ def run_model_benchmark(
     warmup: int = 1,
     device: str = "cpu",
     dtypes: Sequence[str] | None = None,
+    modes: Sequence[str] | None = None,
     row_budget_s: float = 4.0,
     max_run_s: float | None = 15.0,
     max_window_pixels: float | None = DEFAULT_MAX_WINDOW_PIXELS,
 ) -> list[dict[str, Any]]:
-    """One row per (model, dtype, size, batch), smallest workloads first.
+    """One row per (model, dtype, mode, size, batch), smallest workloads first.
 
-    ``dtypes`` defaults to fp32 on CPU and fp32 + fp16 on CUDA (weights and input cast to the
-    dtype). ``max_run_s=None`` measures every row however long it takes. Rows whose batch holds
+    ``dtypes`` defaults to fp32 on CPU and fp32 + fp16 + bf16 on CUDA (weights and input cast to
+    the dtype); ``modes`` to eager on CPU and every mode on CUDA. ``max_run_s=None`` measures every row however long it takes. Rows whose batch holds
     more than ``max_window_pixels`` pixels (batch x window frames x H x W) are skipped: STD2Net's
     full-resolution 96-channel head at 640x512 x 8 windows needs more than 20 GB of host memory.
     """
     torch_device = torch.device(device)
-    if dtypes is None:
-        dtypes = ("fp32", "fp16") if torch_device.type == "cuda" else ("fp32",)
+    on_cuda = torch_device.type == "cuda"
+    dtypes = dtypes or (tuple(DTYPES) if on_cuda else ("fp32",))
+    modes = modes or (MODES if on_cuda else ("eager",))
+    unknown = sorted((set(dtypes) - set(DTYPES)) | (set(modes) - set(MODES)))
+    if unknown:
+        raise ValueError(f"unknown dtype or mode {unknown}: dtypes {list(DTYPES)}, modes {MODES}")
+    if "cuda-graph" in modes and not on_cuda:
+        raise ValueError("--mode cuda-graph needs --device cuda")
     generator = torch.Generator().manual_seed(0)
     rows: list[dict[str, Any]] = []
-    for name in models:
-        for dtype_name in dtypes:
-            dtype = DTYPES[dtype_name]
-            model, frames_per_sample, size_multiple = build_benchmarked(name)
-            model = model.eval().to(device=torch_device, dtype=dtype)
-            measured: list[dict[str, Any]] = []
-            for height, width in sorted(sizes, key=lambda hw: hw[0] * hw[1]):
-                if height % size_multiple or width % size_multiple:
-                    raise ValueError(
-                        f"{name} needs sizes that are multiples of {size_multiple}, "
-                        f"got {height}x{width}"
+    for name, dtype_name, mode in itertools.product(models, dtypes, modes):
+        dtype = DTYPES[dtype_name]
+        model, frames_per_sample, size_multiple = build_benchmarked(name)
+        model = model.eval().to(device=torch_device, dtype=dtype)
+        if mode == "channels-last":
+            model = to_channels_last(model)
+        measured: list[dict[str, Any]] = []
+        for height, width in sorted(sizes, key=lambda hw: hw[0] * hw[1]):
+            if height % size_multiple or width % size_multiple:
+                raise ValueError(
+                    f"{name} needs sizes that are multiples of {size_multiple}, "
+                    f"got {height}x{width}"
+                )
+            for batch in sorted(batches):
+                row: dict[str, Any] = {
+                    "model": name,
+                    "device": str(torch_device),
+                    "dtype": dtype_name,
+                    "mode": mode,
+                    "batch": batch,
+                    "frames_per_sample": frames_per_sample,
+                    "height": height,
+                    "width": width,
+                    "warmup": 0,
+                    "runs": 0,
+                    "median_ms": None,
+                    "fps": None,
+                    "skipped": None,
+                }
+                predicted = _predicted_run_s(measured, height * width * batch)
+                window_pixels = batch * WINDOW_FRAMES.get(name, 1) * height * width
+                if mode == "cuda-graph" and name == STREAMING:
+                    row["skipped"] = "per-stream rings are Python state: not capturable"
+                elif max_window_pixels is not None and window_pixels > max_window_pixels:
+                    row["skipped"] = (
+                        f"{window_pixels / 1e6:.1f} Mpx of windows > "
+                        f"{max_window_pixels / 1e6:g} Mpx memory limit"
                     )
-                for batch in sorted(batches):
-                    row: dict[str, Any] = {
-                        "model": name,
-                        "device": str(torch_device),
-                        "dtype": dtype_name,
-                        "batch": batch,
-                        "frames_per_sample": frames_per_sample,
-                        "height": height,
-                        "width": width,
-                        "warmup": 0,
-                        "runs": 0,
-                        "median_ms": None,
-                        "fps": None,
-                        "skipped": None,
-                    }
-                    predicted = _predicted_run_s(measured, height * width * batch)
-                    window_pixels = batch * WINDOW_FRAMES.get(name, 1) * height * width
-                    if max_window_pixels is not None and window_pixels > max_window_pixels:
-                        row["skipped"] = (
-                            f"{window_pixels / 1e6:.1f} Mpx of windows > "
-                            f"{max_window_pixels / 1e6:g} Mpx memory limit"
-                        )
-                    elif max_run_s is not None and predicted is not None and predicted > max_run_s:
-                        row["skipped"] = (
-                            f"predicted {predicted:.0f} s per run > {max_run_s:g} s limit"
-                        )
-                    else:
-                        frames = torch.rand(
-                            batch, frames_per_sample, height, width, generator=generator
-                        ).to(device=torch_device, dtype=dtype)
-                        row.update(_measure(model, frames, repeats, warmup, row_budget_s))
-                        measured.append(row)
-                    rows.append(row)
+                elif max_run_s is not None and predicted is not None and predicted > max_run_s:
+                    row["skipped"] = f"predicted {predicted:.0f} s per run > {max_run_s:g} s limit"
+                else:
+                    frames = torch.rand(
+                        batch, frames_per_sample, height, width, generator=generator
+                    ).to(device=torch_device, dtype=dtype)
+                    if mode == "channels-last":
+                        frames = frames.contiguous(memory_format=torch.channels_last)
+                    runner = GraphedForward(model, batch) if mode == "cuda-graph" else model
+                    row.update(_measure(runner, frames, repeats, warmup, row_budget_s))
+                    measured.append(row)
+                rows.append(row)
     return rows
 
 
 def _measure(
-    model: nn.Module, frames: torch.Tensor, repeats: int, warmup: int, row_budget_s: float
+    model: Callable[[torch.Tensor], torch.Tensor],
+    frames: torch.Tensor,
+    repeats: int,
+    warmup: int,
+    row_budget_s: float,
 ) -> dict[str, Any]:
     with torch.inference_mode():
         for _ in range(warmup):
@@ -190,18 +212,20 @@ def _measure(
 
 def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     """The README table, with the machine it was measured on."""
-    gpu = f", GPU {machine['gpu']}" if "gpu" in machine else ""
     lines = [
-        f"Measured {machine['date']} on {machine['cpu']} ({machine['torch_threads']} torch "
-        f"threads{gpu}, load average {machine['load_average_1min']}), torch {machine['torch']}; "
+        f"Measured {machine['date']} on {device_name(machine)} ({machine['torch_threads']} torch "
+        f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}; "
         "model forward only, eval mode, median of the timed runs.",
         "",
-        "| model | device | dtype | batch | H x W | runs | median ms / batch | frames/s |",
-        "|---|---|---|---:|---|---:|---:|---:|",
+        "| model | device | dtype | mode | batch | H x W | runs | median ms / batch | frames/s |",
+        "|---|---|---|---|---:|---|---:|---:|---:|",
     ]
     for row in rows:
         size = f"{row['height']} x {row['width']}"
-        head = f"| {row['model']} | {row['device']} | {row['dtype']} | {row['batch']} | {size} |"
+        head = (
+            f"| {row['model']} | {row['device']} | {row['dtype']} | {row.get('mode', 'eager')} "
+            f"| {row['batch']} | {size} |"
+        )
         if row["skipped"]:
             lines.append(f"{head} 0 | skipped: {row['skipped']} | - |")
         else:
@@ -219,6 +243,18 @@ def bench_models(
     repeats: Annotated[int, typer.Option(help="Most timed runs per row.")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing each row.")] = 1,
     device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'auto'.")] = "cpu",
+    dtypes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dtype", help="fp32, fp16, bf16; repeat (default: fp32 on CPU, all on CUDA)."
+        ),
+    ] = None,
+    modes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mode", help=f"{', '.join(MODES)}; repeat (default: eager on CPU, all on CUDA)."
+        ),
+    ] = None,
     row_budget: Annotated[
         float, typer.Option(help="Stop timing a row after this many seconds (>= 1 run).")
     ] = 4.0,
@@ -246,6 +282,8 @@ def bench_models(
         repeats=repeats,
         warmup=warmup,
         device=device,
+        dtypes=dtypes,
+        modes=modes,
         row_budget_s=row_budget,
         max_run_s=max_run_seconds or None,
         max_window_pixels=max_window_mpx * 1e6 or None,

@@ -62,7 +62,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -73,7 +73,7 @@ import numpy as np
 import torch
 import typer
 
-from bench.common import MarkdownOption, machine_info, parse_size, write_outputs
+from bench.common import MarkdownOption, device_name, machine_info, parse_size, write_outputs
 from clients import AsyncClient, IrtrackError, Reconnected
 from clients.sources import open_source
 from models.paths import DATA_DIR, REPO_ROOT
@@ -87,6 +87,7 @@ DEFAULT_FPS = (25.0, 0.0)  # 0: as fast as the credits allow (saturation)
 DEFAULT_SIZE = (256, 256)  # (H, W)
 DEFAULT_MAX_BATCH: int = Settings.model_fields["max_batch"].default
 DEFAULT_MAX_STREAMS: int = Settings.model_fields["max_streams"].default
+DEFAULT_QUEUE_LIMIT: int = Settings.model_fields["global_queue_limit"].default
 VIDEO_DIR = DATA_DIR / "videos"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -436,6 +437,55 @@ def _summarise(
     }
 
 
+# --- capacity: the most streams served within a latency limit --------------------------------
+@dataclass(frozen=True)
+class Capacity:
+    """Search for the most concurrent ``fps`` streams the service serves with p99 round trip
+    under ``p99_limit_ms`` and no frame lost (none dropped, skipped for want of a credit,
+    failed or lost): double the stream count from 1 until a row fails or ``max_streams``, then
+    bisect between the last passing and the first failing count. Every probe is a row."""
+
+    fps: float = 25.0
+    p99_limit_ms: float = 50.0
+    max_streams: int = 256
+
+    def passes(self, row: dict[str, Any]) -> bool:
+        lost = row["dropped"] + row["skipped"] + row["errors"] + row["lost"]
+        p99 = row["latency_p99_ms"]
+        return lost == 0 and p99 is not None and p99 < self.p99_limit_ms
+
+    def search(self, measure: Callable[[float, int], dict[str, Any]]) -> dict[str, Any]:
+        """``measure(fps, streams)`` runs one row; returns the largest passing count (0: none)
+        and the row that showed it."""
+        best: dict[str, Any] | None = None
+        failing: int | None = None
+        count = 1
+        while count <= self.max_streams:
+            row = measure(self.fps, count)
+            if not self.passes(row):
+                failing = count
+                break
+            best = row
+            count *= 2
+        low = best["streams"] if best else 0
+        high = failing if failing is not None else low
+        while high - low > max(1, low // 8):  # to within 1/8 of the answer
+            middle = (low + high) // 2
+            row = measure(self.fps, middle)
+            if self.passes(row):
+                best, low = row, middle
+            else:
+                high = middle
+        return {
+            "fps": self.fps,
+            "p99_limit_ms": self.p99_limit_ms,
+            "streams": best["streams"] if best else 0,
+            "first_failing_streams": failing,
+            "latency_p99_ms": best["latency_p99_ms"] if best else None,
+            "delivered_fps": best["delivered_fps"] if best else None,
+        }
+
+
 # --- the whole run ------------------------------------------------------------------------------
 def raw_model_throughput(
     runtime: ModelRuntime,
@@ -489,8 +539,12 @@ def run_service_benchmark(
     weights_dir: Path | None = None,
     startup_timeout_s: float = 300.0,
     inference: str = "auto",
+    device: str = "cpu",
+    dtype: str = "float32",
+    capacity: Capacity | None = None,
 ) -> dict[str, Any]:
-    """Raw model throughput, then a row per (backend, fps, streams); returns the whole report."""
+    """Raw model throughput, then a row per (backend, fps, streams), then per backend the
+    ``capacity`` search's rows if asked; returns the whole report."""
     if model not in MODEL_NAMES:
         raise ValueError(f"model must be one of {MODEL_NAMES}, got {model!r}")
     threads = threads or torch.get_num_threads()
@@ -503,7 +557,9 @@ def run_service_benchmark(
         {
             "models": [model],
             "default_model": model,
-            "device": "cpu",
+            "device": device,
+            "dtype": dtype,
+            "max_batch": max_batch,
             "inference_backend": inference,
             "torch_threads": threads,
             "weights_dir": weights_dir,
@@ -513,40 +569,54 @@ def run_service_benchmark(
     raw_runtime = ModelRuntime(raw_settings)  # loaded once, timed before and after the rows
     raw_runtime.load()
     raw_before = raw_model_throughput(raw_runtime, size, max_batch, raw_repeats)
+    most_streams = max([*streams, capacity.max_streams if capacity else 0])
     service_env = {
-        "IRTRACK_DEVICE": "cpu",
+        "IRTRACK_DEVICE": device,
+        "IRTRACK_DTYPE": dtype,
         "IRTRACK_INFERENCE_BACKEND": inference,
         "IRTRACK_MODELS": model,
         "IRTRACK_DEFAULT_MODEL": model,
         "IRTRACK_WARMUP_SIZES": f"{size[1]}x{size[0]}",
         "IRTRACK_TORCH_THREADS": str(threads),
         "IRTRACK_MAX_BATCH": str(max_batch),
-        "IRTRACK_MAX_STREAMS": str(max(DEFAULT_MAX_STREAMS, *streams)),
+        "IRTRACK_MAX_STREAMS": str(max(DEFAULT_MAX_STREAMS, most_streams)),
+        # every stream's credits fit: refusals then come from the service's speed, not a limit
+        "IRTRACK_GLOBAL_QUEUE_LIMIT": str(max(DEFAULT_QUEUE_LIMIT, most_streams * max_in_flight)),
         "IRTRACK_API_KEYS": "",
         "IRTRACK_LOG_LEVEL": "warning",
     }
     if weights_dir is not None:
         service_env["IRTRACK_WEIGHTS_DIR"] = str(weights_dir)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    capacities: dict[str, dict[str, Any]] = {}
     for backend in backends:
         with service_stack(backend, service_env, startup_timeout_s) as stack:
+
+            def measure(
+                rate: float, count: int, stack: ServiceStack = stack, backend: str = backend
+            ) -> dict[str, Any]:
+                row = asyncio.run(
+                    _stream_row(
+                        stack,
+                        clip,
+                        row_id=f"{backend}-{rate:g}-{count}-{len(rows)}",
+                        model=model,
+                        streams=count,
+                        fps=rate,
+                        seconds=seconds,
+                        warmup_s=warmup_s,
+                        drain_s=drain_s,
+                        max_in_flight=max_in_flight,
+                    )
+                )
+                rows.append({"backend": backend, **row})
+                return rows[-1]
+
             for rate in fps:
                 for count in streams:
-                    row = asyncio.run(
-                        _stream_row(
-                            stack,
-                            clip,
-                            row_id=f"{backend}-{rate:g}-{count}",
-                            model=model,
-                            streams=count,
-                            fps=rate,
-                            seconds=seconds,
-                            warmup_s=warmup_s,
-                            drain_s=drain_s,
-                            max_in_flight=max_in_flight,
-                        )
-                    )
-                    rows.append({"backend": backend, **row})
+                    measure(rate, count)
+            if capacity is not None:
+                capacities[backend] = capacity.search(measure)
     # Measured again once the service is gone: a machine whose load drifted shows it here, and
     # the faster of the two (the stricter reference) is the one the ratio uses.
     raw_after = raw_model_throughput(raw_runtime, size, max_batch, raw_repeats)
@@ -554,7 +624,7 @@ def run_service_benchmark(
     for row in rows:
         row["overhead_ratio"] = row["delivered_fps"] / raw["fps"] if row["fps"] == 0 else None
     return {
-        "machine": machine_info(torch.device("cpu")),
+        "machine": machine_info(raw_runtime.device),
         "config": {
             "model": model,
             "height": size[0],
@@ -563,6 +633,8 @@ def run_service_benchmark(
             "max_batch": max_batch,
             "torch_threads": threads,
             "inference_backend": raw["backend"],
+            "device": str(raw_runtime.device),
+            "dtype": dtype,
             "max_in_flight": max_in_flight,
             "weights_dir": str(weights_dir) if weights_dir else None,
             # libgomp's default (spinning) stalls torch on a CPU shared with other processes
@@ -573,6 +645,7 @@ def run_service_benchmark(
         "raw_after": raw_after,
         "rows": rows,
         "summary": _saturation_summary(rows),
+        "capacity": capacities,
     }
 
 
@@ -596,12 +669,12 @@ def markdown_report(report: dict[str, Any]) -> str:
     """The README table: the raw model, a row per (backend, fps, streams), the overhead ratio."""
     machine, config, raw = report["machine"], report["config"], report["raw"]
     lines = [
-        f"Measured {machine['date']} on {machine['cpu']} ({config['torch_threads']} torch "
+        f"Measured {machine['date']} on {device_name(machine)} ({config['torch_threads']} torch "
         f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}: "
         f"{config['model']} at {config['height']} x {config['width']}, frames from "
         f"{Path(config['frames']).name}, max batch {config['max_batch']}, at most "
         f"{config['max_in_flight']} frames in flight per stream, inference on "
-        f"{config['inference_backend']}. Raw model (the service's ModelRuntime alone, same run, batch "
+        f"{config['inference_backend']} ({config.get('dtype', 'float32')}). Raw model (the service's ModelRuntime alone, same run, batch "
         f"{raw['batch']}, the faster of before and after the service rows): {raw['fps']:.2f} "
         f"frames/s ({raw['median_ms']:.1f} ms per batch; before {report['raw_before']['fps']:.2f}, "
         f"after {report['raw_after']['fps']:.2f}). OMP_WAIT_POLICY={config['omp_wait_policy'] or 'unset'}. "
@@ -627,6 +700,18 @@ def markdown_report(report: dict[str, Any]) -> str:
             _number(row["overhead_ratio"], ".2f"),
         ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    for backend, found in report.get("capacity", {}).items():
+        lines.append("")
+        lines.append(
+            f"Capacity ({backend}): {found['streams']} concurrent {found['fps']:g}-fps streams "
+            f"with p99 < {found['p99_limit_ms']:g} ms and no frame lost"
+            + (
+                f" (p99 {found['latency_p99_ms']:.1f} ms; {found['first_failing_streams']} "
+                "streams failed)."
+                if found["streams"] and found["first_failing_streams"]
+                else "."
+            )
+        )
     for backend, best in report["summary"].items():
         lines.append("")
         lines.append(
@@ -678,6 +763,21 @@ def bench_service(
     inference: Annotated[
         str, typer.Option(help="IRTRACK_INFERENCE_BACKEND: auto, torch or onnxruntime.")
     ] = "auto",
+    device: Annotated[str, typer.Option(help="IRTRACK_DEVICE: cpu, cuda, cuda:1, auto.")] = "cpu",
+    dtype: Annotated[
+        str, typer.Option(help="IRTRACK_DTYPE: float32, float16 or bfloat16.")
+    ] = "float32",
+    capacity_fps: Annotated[
+        float,
+        typer.Option(
+            help="Also search the most streams at this fps with p99 under --p99-limit and "
+            "no frame lost; 0 = no search."
+        ),
+    ] = 0.0,
+    p99_limit: Annotated[float, typer.Option(help="p99 round trip limit (ms).")] = 50.0,
+    max_capacity_streams: Annotated[
+        int, typer.Option(min=1, help="Most streams the search tries.")
+    ] = 256,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
     markdown_path: MarkdownOption = None,
 ) -> None:
@@ -704,6 +804,9 @@ def bench_service(
         clip_source=source,
         weights_dir=weights_dir,
         inference=inference,
+        device=device,
+        dtype=dtype,
+        capacity=Capacity(capacity_fps, p99_limit, max_capacity_streams) if capacity_fps else None,
     )
     write_outputs(markdown_report(report), report, json_path, markdown_path)
 

@@ -31,11 +31,13 @@ from bench.common import (
     MarkdownOption,
     SizesOption,
     ThreadsOption,
+    device_name,
     machine_info,
     sizes_or_default,
+    synchronize,
     write_outputs,
 )
-from bench.model_throughput import DEFAULT_MAX_WINDOW_PIXELS
+from bench.model_throughput import DEFAULT_MAX_WINDOW_PIXELS, DTYPES
 from models import load_model
 from models.std2net import STD2Net, StreamState, step_streams
 
@@ -48,6 +50,8 @@ def run_streaming_benchmark(
     row_budget_s: float = 60.0,
     max_window_pixels: float | None = DEFAULT_MAX_WINDOW_PIXELS,
     seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "fp32",
 ) -> list[dict[str, Any]]:
     """One row per (size, batch): both paths timed over the same ``warmup + steps`` frames.
 
@@ -57,7 +61,8 @@ def run_streaming_benchmark(
     if steps < 1:
         raise ValueError("steps must be at least 1")
     model, _ = load_model("std2net")  # the shipped weights if any; speed does not depend on them
-    model = model.eval()
+    torch_device = torch.device(device)
+    model = model.eval().to(device=torch_device, dtype=DTYPES[dtype])
     if not isinstance(model, STD2Net):
         raise TypeError("the std2net registry entry is not an STD2Net")
     generator = torch.Generator().manual_seed(seed)
@@ -71,6 +76,8 @@ def run_streaming_benchmark(
         for batch in sorted(batches):
             row: dict[str, Any] = {
                 "model": "std2net",
+                "device": str(torch_device),
+                "dtype": dtype,
                 "height": height,
                 "width": width,
                 "batch": batch,
@@ -93,6 +100,7 @@ def run_streaming_benchmark(
                 )
             else:
                 frames = torch.rand(warmup + steps, batch, 1, height, width, generator=generator)
+                frames = frames.to(device=torch_device, dtype=DTYPES[dtype])
                 row.update(_compare_paths(model, frames, warmup, row_budget_s))
             rows.append(row)
     return rows
@@ -111,14 +119,17 @@ def _compare_paths(
             window = _window_at(frames, step, model.window)  # (B, window, H, W)
             logits = {}
             for path in ("cached", "recompute") if step % 2 == 0 else ("recompute", "cached"):
+                synchronize(frames.device)
                 start = time.perf_counter()
                 if path == "cached":
                     logits[path] = step_streams(model, states, frames[step])
                 else:
                     logits[path] = model(window)
+                synchronize(frames.device)
                 if step >= warmup:
                     durations[path].append(time.perf_counter() - start)
-            max_diff = max(max_diff, float((logits["cached"] - logits["recompute"]).abs().max()))
+            difference = (logits["cached"].float() - logits["recompute"].float()).abs().max()
+            max_diff = max(max_diff, float(difference))
             if sum(map(sum, durations.values())) >= row_budget_s and durations["cached"]:
                 break
     cached_s, recompute_s = durations["cached"], durations["recompute"]
@@ -145,9 +156,10 @@ def _window_at(frames: torch.Tensor, step: int, window: int) -> torch.Tensor:
 def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     """The README table, with the machine it was measured on."""
     lines = [
-        f"Measured {machine['date']} on {machine['cpu']} ({machine['torch_threads']} torch "
+        f"Measured {machine['date']} on {device_name(machine)} ({machine['torch_threads']} torch "
         f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}; "
-        "STD2Net, one step = each of `batch` streams advances by one frame; median of the timed "
+        f"STD2Net in {rows[0]['dtype'] if rows else 'fp32'}, one step = each of `batch` streams "
+        "advances by one frame; median of the timed "
         "steps. cached: one backbone pass per frame + the temporal head on the ring "
         "(`step_streams`); recompute: the full model on the 5-frame window.",
         "",
@@ -184,6 +196,8 @@ def bench_streaming(
         typer.Option(help="Skip rows holding more Mpx (batch x 5 x H x W); 0 = no limit."),
     ] = DEFAULT_MAX_WINDOW_PIXELS / 1e6,
     threads: ThreadsOption = None,
+    device: Annotated[str, typer.Option(help="'cpu', 'cuda' or 'cuda:1'.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="fp32, fp16 or bf16.")] = "fp32",
     json_path: JsonRowsOption = None,
     markdown_path: MarkdownOption = None,
 ) -> None:
@@ -198,8 +212,10 @@ def bench_streaming(
         warmup=warmup,
         row_budget_s=row_budget,
         max_window_pixels=max_window_mpx * 1e6 or None,
+        device=device,
+        dtype=dtype,
     )
-    machine = machine_info(torch.device("cpu"))
+    machine = machine_info(torch.device(device))
     write_outputs(
         markdown_table(rows, machine), {"machine": machine, "rows": rows}, json_path, markdown_path
     )

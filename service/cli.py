@@ -7,6 +7,7 @@ import typer
 
 from bench.model_throughput import bench_models
 from bench.onnx_cpu import bench_onnx
+from bench.postprocess import bench_postprocess
 from bench.service_e2e import bench_service
 from bench.streaming import bench_streaming
 from clients.stream_cli import stream_command
@@ -31,6 +32,7 @@ bench_app.command("models")(bench_models)
 bench_app.command("streaming")(bench_streaming)
 bench_app.command("service")(bench_service)
 bench_app.command("onnx")(bench_onnx)
+bench_app.command("postprocess")(bench_postprocess)
 app.command("eval")(eval_command)
 app.command("eval-sequences")(eval_sequences)
 app.command("train")(train_command)

@@ -56,6 +56,16 @@ class Settings(BaseSettings):
         "a CPU in float32 (faster there: `irtrack bench onnx`), torch otherwise; 'onnxruntime' "
         "insists (CPU and float32 only). STD2Net's cached streaming always runs in torch.",
     )
+    cuda_graphs: bool = Field(
+        default=True,
+        description="On CUDA, replay a captured CUDA graph of the single-frame models per "
+        "(batch bucket, frame size) instead of launching their kernels one by one.",
+    )
+    channels_last: bool = Field(
+        default=False,
+        description="Run torch models in channels_last memory format (`irtrack bench models "
+        "--mode channels-last` says whether it pays on a given GPU).",
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="CPU threads for torch; unset = torch's default."
     )

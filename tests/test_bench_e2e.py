@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from bench.onnx_cpu import VARIANTS, run_onnx_benchmark
-from bench.service_e2e import load_clip, markdown_report, run_service_benchmark, synthetic_clip
+from bench.service_e2e import (
+    Capacity,
+    load_clip,
+    markdown_report,
+    run_service_benchmark,
+    synthetic_clip,
+)
 from bench.streaming import bench_streaming
 from models.paths import DATA_DIR
 
@@ -127,6 +133,55 @@ def test_bench_service_through_redis_and_a_worker() -> None:
 
     _check_service_rows(report, "redis", [0.0])
     assert set(report["rows"][0]["cpu_cores"]) == {"api", "worker", "redis", "client"}
+
+
+def _fake_row(streams: int, p99_ms: float, dropped: int = 0) -> dict[str, object]:
+    return {"streams": streams, "latency_p99_ms": p99_ms, "delivered_fps": 25.0 * streams,
+            "dropped": dropped, "skipped": 0, "errors": 0, "lost": 0}  # fmt: skip
+
+
+@pytest.mark.parametrize("sustained", [0, 1, 5, 37, 200])
+def test_capacity_search_finds_the_largest_passing_count(sustained: int) -> None:
+    """A service that meets the limit up to ``sustained`` streams (latency above it beyond,
+    and drops far beyond): the search reports it to within 1/8, having probed few counts."""
+    probed: list[int] = []
+
+    def measure(fps: float, streams: int) -> dict[str, object]:
+        probed.append(streams)
+        if streams <= sustained:
+            return _fake_row(streams, 10.0)
+        return _fake_row(streams, 80.0, dropped=streams > 2 * sustained)
+
+    found = Capacity(fps=25.0, p99_limit_ms=50.0, max_streams=256).search(measure)
+    assert sustained * 7 / 8 <= found["streams"] <= sustained
+    assert found["first_failing_streams"] is not None and found["first_failing_streams"] > sustained
+    assert len(probed) <= 14
+
+
+def test_capacity_search_stops_at_its_maximum() -> None:
+    found = Capacity(max_streams=8).search(lambda fps, n: _fake_row(n, 1.0))
+    assert (found["streams"], found["first_failing_streams"]) == (8, None)
+
+
+def test_bench_service_capacity_search_runs_against_the_real_service() -> None:
+    report = run_service_benchmark(
+        model="sd2net",
+        size=(32, 32),
+        streams=[],
+        fps=[],
+        seconds=1.5,
+        warmup_s=0.5,
+        backends=["embedded"],
+        clip=synthetic_clip((32, 32), 20),
+        raw_repeats=1,
+        threads=1,
+        capacity=Capacity(fps=5.0, p99_limit_ms=5000.0, max_streams=2),
+    )
+    found = report["capacity"]["embedded"]
+    assert [row["streams"] for row in report["rows"]] == [1, 2]  # the probes are rows
+    assert found["streams"] == 2 and found["latency_p99_ms"] < 5000.0
+    assert all(row["delivered"] > 0 and row["dropped"] == 0 for row in report["rows"])
+    assert "Capacity (embedded): 2 concurrent 5-fps streams" in markdown_report(report)
 
 
 def test_clip_frames_cover_the_benchmark_size() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -26,6 +26,7 @@ from models.export import export_onnx, onnx_cpu_session
 from models.padding import crop_to, pad_to_multiple, padded_size
 from models.std2net import STD2Net, StreamState, step_streams
 from models.weights import file_sha256
+from service.engine.cuda_fast_path import GraphedForward, PinnedBuffers, batch_buckets
 from service.engine.inference import ModelCard
 from service.settings import Settings
 
@@ -48,6 +49,8 @@ class LoadedModel(ModelCard):
 
     module: nn.Module
     onnx: onnxruntime.InferenceSession | None = None  # the module's export, where ORT runs it
+    # CUDA-graph replay of the module (single-frame models on CUDA, Settings.cuda_graphs)
+    graphed: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def choose_weights(settings: Settings) -> dict[str, WeightsChoice]:
@@ -90,6 +93,15 @@ def runs_on_onnxruntime(settings: Settings, device: torch.device, model: str) ->
     return possible
 
 
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """``module`` with its 4-D weights in ``torch.channels_last`` memory format (in place), as
+    ``Module.to(memory_format=...)`` makes them (a form torch's type hints do not cover)."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.dim() == 4:
+            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
+    return module
+
+
 class ModelRuntime:
     """Every configured model, on one device, in one dtype."""
 
@@ -102,6 +114,8 @@ class ModelRuntime:
             name: runs_on_onnxruntime(settings, self.device, name) for name in settings.models
         }
         self.models: dict[str, LoadedModel] = {}
+        self.on_cuda = self.device.type == "cuda"
+        self._pinned = PinnedBuffers() if self.on_cuda else None
 
     def load(self) -> None:
         for name, choice in self.weights.items():
@@ -109,6 +123,8 @@ class ModelRuntime:
                 torch.manual_seed(self.settings.seed)  # a random init is the same every start
                 module, _ = load_model(name, choice.path)
             module = module.to(device=self.device, dtype=self.dtype).eval()
+            if self.settings.channels_last:
+                module = to_channels_last(module)
             if choice.path is None:
                 log.warning(
                     "NO TRAINED WEIGHTS for %s: serving a RANDOMLY INITIALISED model; its "
@@ -125,6 +141,7 @@ class ModelRuntime:
                 module=module,
                 backend="onnxruntime" if self.onnxruntime[name] else "torch",
                 onnx=self._onnx_session(module) if self.onnxruntime[name] else None,
+                graphed=self._graphed(name, module),
                 frames=model_info(name).frames,
                 size_multiple=model_info(name).size_multiple,
                 parameters=sum(p.numel() for p in module.parameters()),
@@ -139,14 +156,22 @@ class ModelRuntime:
             path = export_onnx(module, f"{folder}/model.onnx")
             return onnx_cpu_session(path.read_bytes(), threads=torch.get_num_threads())
 
+    def _graphed(self, name: str, module: nn.Module) -> GraphedForward | None:
+        if not (self.on_cuda and self.settings.cuda_graphs and model_info(name).frames == 1):
+            return None
+        return GraphedForward(module, self.settings.max_batch)
+
     def warm_up(self) -> None:
-        """Run every model once per warm-up size so first requests do not pay for allocation,
-        kernel selection and lazy initialisation."""
+        """Run every model at every warm-up size so first requests do not pay for allocation,
+        kernel selection and lazy initialisation; on CUDA once per batch bucket too, which
+        captures the CUDA graphs of the steady-state shapes."""
+        batches = batch_buckets(self.settings.max_batch) if self.on_cuda else [1]
         for model in self.models.values():
             for height, width in self.settings.warmup_shapes():
                 frame = np.zeros((height, width), dtype=np.float32)
-                states = [StreamState()] if model.streaming else None
-                self.infer(model.name, [frame], states)
+                for batch in batches:
+                    states = [StreamState() for _ in range(batch)] if model.streaming else None
+                    self.infer(model.name, [frame] * batch, states)
                 log.info("warmed up %s (%s) at %dx%d", model.name, model.backend, width, height)
 
     def padded_size(self, model: str, size: tuple[int, int]) -> tuple[int, int]:
@@ -164,25 +189,50 @@ class ModelRuntime:
         ``states`` (one per frame, multi-frame models only) are advanced by one frame each.
         """
         model = self.models[model_name]
-        batch = torch.cat(
-            [
-                pad_to_multiple(torch.from_numpy(frame)[None, None], model.size_multiple)
-                for frame in frames
-            ]
-        ).to(device=self.device, dtype=self.dtype)  # (B, 1, Hp, Wp)
+        padded = [
+            pad_to_multiple(torch.from_numpy(frame)[None, None], model.size_multiple)
+            for frame in frames
+        ]
         if model.onnx is not None:
-            (onnx_logits,) = model.onnx.run(None, {"frames": batch.numpy()})
+            (onnx_logits,) = model.onnx.run(None, {"frames": torch.cat(padded).numpy()})
             logits = torch.from_numpy(onnx_logits)
         else:
+            batch = self._to_device(padded)  # (B, 1, Hp, Wp)
+            if self.settings.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 if model.streaming:
                     if states is None or len(states) != len(frames):
                         raise ValueError(f"{model_name} needs one stream state per frame")
                     logits = step_streams(cast(STD2Net, model.module), states, batch)
+                elif model.graphed is not None:
+                    logits = model.graphed(batch)
                 else:
                     logits = model.module(batch)
-        logits = logits.float().cpu()
+            logits = self._to_host(logits)
         return [crop_to(logits[i, 0], frame.shape).numpy() for i, frame in enumerate(frames)]
+
+    def _to_device(self, padded: list[torch.Tensor]) -> torch.Tensor:
+        """The batch on the model's device and dtype; on CUDA assembled in a pinned buffer and
+        copied asynchronously (the copy overlaps the launches that follow it)."""
+        if self._pinned is None:
+            return torch.cat(padded).to(device=self.device, dtype=self.dtype)
+        shape = (len(padded), *padded[0].shape[1:])
+        staging = self._pinned.get("frames", shape, torch.float32)
+        # A model call that failed may have left the last copy from this buffer in flight.
+        torch.cuda.current_stream(self.device).synchronize()
+        torch.cat(padded, out=staging)
+        return staging.to(self.device, non_blocking=True).to(self.dtype)
+
+    def _to_host(self, logits: torch.Tensor) -> torch.Tensor:
+        """float32 logits on the CPU: a tensor of their own (a CUDA graph's output and the pinned
+        buffer are both reused by the next batch)."""
+        if self._pinned is None:
+            return logits.float().cpu()
+        host = self._pinned.get("logits", tuple(logits.shape), torch.float32)
+        host.copy_(logits.float(), non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return host.clone()
 
     def gpu_memory_bytes(self) -> float:
         if self.device.type != "cuda":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.postprocess import find_components, sigmoid
+from models.postprocess import detect_in_logits
 from models.preprocess import normalize_frame
 from service.codecs import encode_rle
 from service.engine.batcher import DRAIN_ALL, Batcher
@@ -203,8 +203,9 @@ class InferenceWorker:
         request = job.request
         tick = time.perf_counter()
         try:
-            prob = sigmoid(logits)
-            components = find_components(prob, self.settings.threshold, self.settings.min_area)
+            components, binary = detect_in_logits(
+                logits, self.settings.threshold, self.settings.min_area
+            )
             track_ids: list[int | None] = [None] * len(components)
             tracks = []
             if job.state is not None:
@@ -216,7 +217,7 @@ class InferenceWorker:
                 )
                 track_ids = [assignment.track_id for assignment in assignments]
                 tracks = job.state.tracker.active_tracks()
-            mask = encode_rle(prob > self.settings.threshold) if request.want_mask else None
+            mask = encode_rle(binary) if request.want_mask else None
         except Exception as exc:
             log.exception("post-processing failed for request %s", request.request_id)
             if request.stream_id is not None:
