@@ -2,9 +2,9 @@
 
 What it runs: the service as child processes, as a deployment runs it (``irtrack serve`` on the
 embedded queue; or ``redis-server`` on a free port + ``irtrack serve`` + one ``irtrack worker``
-with ``--backend redis``), and, from this process, N concurrent streams through the Python SDK
+with ``--backend redis``), and N concurrent streams through the Python SDK
 (``clients.AsyncClient.stream``: raw 8-bit frames, at most ``max_in_flight`` unanswered per
-stream). Frames are real thermal video (the first clip of ``<shared>/data/videos``, downscaled to
+stream), from this process or spread over ``--client-processes`` (``bench.stream_clients``). Frames are real thermal video (the first clip of ``<shared>/data/videos``, downscaled to
 cover the size and centre-cropped) or, without a clip, synthesized. Each stream sends
 
 - at ``fps`` frames/s (a camera: a frame without a credit is skipped by the client,
@@ -53,7 +53,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import resource
 import shutil
 import socket
 import statistics
@@ -62,7 +61,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,7 +73,7 @@ import torch
 import typer
 
 from bench.common import MarkdownOption, device_name, machine_info, parse_size, write_outputs
-from clients import AsyncClient, IrtrackError, Reconnected
+from bench.stream_clients import Arrival, StreamPlan, run_streams
 from clients.sources import open_source
 from models.paths import DATA_DIR, REPO_ROOT
 from models.std2net import StreamState
@@ -152,11 +151,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, all its threads (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class _Child:
@@ -272,16 +266,6 @@ def _wait_ready(stack: ServiceStack, timeout_s: float) -> None:
 
 # --- one row: N streams through the running service --------------------------------------------
 @dataclass
-class _Arrival:
-    """What came back for one source frame, and when (this process's perf_counter)."""
-
-    at: float
-    status: str
-    round_trip_ms: float | None
-    server_ms: dict[str, float] | None
-
-
-@dataclass
 class _Snapshot:
     """Counters sampled at a window edge: CPU seconds per process, the worker's batch sums."""
 
@@ -291,7 +275,6 @@ class _Snapshot:
 
 async def _snapshot(stack: ServiceStack, http: httpx.AsyncClient) -> _Snapshot:
     cpu = {role: cpu_seconds(pid) for role, pid in stack.pids.items()}
-    cpu["client"] = own_cpu_seconds()
     totals = {"sum": 0.0, "count": 0.0}
     with contextlib.suppress(httpx.HTTPError):
         for line in (await http.get(f"{stack.metrics_url}/metrics")).text.splitlines():
@@ -299,42 +282,6 @@ async def _snapshot(stack: ServiceStack, http: httpx.AsyncClient) -> _Snapshot:
                 if line.startswith(f"irtrack_batch_size_{key}"):
                     totals[key] += float(line.rsplit(" ", 1)[1])
     return _Snapshot(cpu, (totals["sum"], totals["count"]))
-
-
-async def _frames_until(
-    clip: Sequence[np.ndarray], offset: int, until: float
-) -> AsyncIterator[np.ndarray]:
-    """The clip in a loop from ``offset`` until the deadline (an async source: no thread hop)."""
-    index = offset
-    while time.perf_counter() < until:
-        yield clip[index % len(clip)]
-        index += 1
-
-
-async def _consume(
-    client: AsyncClient,
-    stream_id: str,
-    frames: AsyncIterator[np.ndarray],
-    arrivals: list[_Arrival],
-    *,
-    model: str,
-    fps: float,
-    max_in_flight: int,
-) -> None:
-    stream = client.stream(
-        stream_id,
-        frames,
-        model=model,
-        max_in_flight=max_in_flight,
-        fps=fps or None,
-        when_busy="skip" if fps else "wait",
-    )
-    async for event in stream:
-        if isinstance(event, Reconnected):
-            continue  # its frames come back as "lost"
-        result = event.result
-        server = result.latency_ms.model_dump() if result is not None else None
-        arrivals.append(_Arrival(time.perf_counter(), event.status, event.round_trip_ms, server))
 
 
 async def _stream_row(
@@ -349,54 +296,44 @@ async def _stream_row(
     warmup_s: float,
     drain_s: float,
     max_in_flight: int,
+    client_processes: int = 1,
 ) -> dict[str, Any]:
-    arrivals: list[_Arrival] = []
+    """One row: the streams run in ``client_processes`` processes (a thread of this one when 1)
+    while this event loop samples the service's counters at the window's edges."""
     stream_ids = [f"bench-{row_id}-{index}" for index in range(streams)]
-    async with AsyncClient(stack.base_url) as client, httpx.AsyncClient() as http:
-        started = time.perf_counter()
-        window = (started + warmup_s, started + warmup_s + seconds)
-        tasks = [
-            asyncio.create_task(
-                _consume(
-                    client,
-                    stream_id,
-                    _frames_until(clip, 17 * index, window[1]),
-                    arrivals,
-                    model=model,
-                    fps=fps,
-                    max_in_flight=max_in_flight,
-                )
-            )
-            for index, stream_id in enumerate(stream_ids)
-        ]
+    started = time.perf_counter()
+    window = (started + warmup_s, started + warmup_s + seconds)
+    plan = StreamPlan(stack.base_url, model, fps, max_in_flight, window, drain_s)
+    processes = max(1, min(client_processes, streams))
+    async with httpx.AsyncClient() as http:
+        clients = asyncio.create_task(
+            asyncio.to_thread(run_streams, plan, clip, stream_ids, processes)
+        )
         await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
         first = await _snapshot(stack, http)
         await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
         last = await _snapshot(stack, http)
-        done, unfinished = await asyncio.wait(tasks, timeout=drain_s)
-        for task in unfinished:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        failures = [str(task.exception()) for task in done if task.exception() is not None]
-        for stream_id in stream_ids:  # free the streams' state for the next row
-            with contextlib.suppress(IrtrackError):
-                await client.delete_stream(stream_id)
+        shares = await clients
+    failures = [failure for share in shares for failure in share.failures]
     if failures:
         raise RuntimeError(f"{len(failures)} streams failed: {failures[0]}")
+    arrivals = [arrival for share in shares for arrival in share.arrivals]
     row = _summarise(arrivals, window, first, last, seconds)
+    row["cpu_cores"]["client"] = sum(share.window_cpu_s for share in shares) / seconds
     row.update(
         streams=streams,
         fps=fps,
         max_in_flight=max_in_flight,
+        client_processes=processes,
         seconds=seconds,
         warmup_s=warmup_s,
-        undrained_streams=len(unfinished),
+        undrained_streams=sum(share.undrained for share in shares),
     )
     return row
 
 
 def _summarise(
-    arrivals: list[_Arrival],
+    arrivals: list[Arrival],
     window: tuple[float, float],
     first: _Snapshot,
     last: _Snapshot,
@@ -542,6 +479,7 @@ def run_service_benchmark(
     device: str = "cpu",
     dtype: str = "float32",
     capacity: Capacity | None = None,
+    client_processes: int = 1,
 ) -> dict[str, Any]:
     """Raw model throughput, then a row per (backend, fps, streams), then per backend the
     ``capacity`` search's rows if asked; returns the whole report."""
@@ -607,6 +545,7 @@ def run_service_benchmark(
                         warmup_s=warmup_s,
                         drain_s=drain_s,
                         max_in_flight=max_in_flight,
+                        client_processes=client_processes,
                     )
                 )
                 rows.append({"backend": backend, **row})
@@ -636,6 +575,7 @@ def run_service_benchmark(
             "device": str(raw_runtime.device),
             "dtype": dtype,
             "max_in_flight": max_in_flight,
+            "client_processes": client_processes,
             "weights_dir": str(weights_dir) if weights_dir else None,
             # libgomp's default (spinning) stalls torch on a CPU shared with other processes
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
@@ -678,11 +618,13 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{raw['batch']}, the faster of before and after the service rows): {raw['fps']:.2f} "
         f"frames/s ({raw['median_ms']:.1f} ms per batch; before {report['raw_before']['fps']:.2f}, "
         f"after {report['raw_after']['fps']:.2f}). OMP_WAIT_POLICY={config['omp_wait_policy'] or 'unset'}. "
-        "fps 0 = as fast as the credits allow; ratio = delivered / raw frames/s.",
+        "fps 0 = as fast as the credits allow; ratio = delivered / raw frames/s; clients in "
+        f"up to {config.get('client_processes', 1)} process(es).",
         "",
         "| backend | streams | fps / stream | sent | delivered | dropped | skipped | errors | "
-        "delivered frames/s | p50 ms | p95 ms | p99 ms | mean batch | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "delivered frames/s | p50 ms | p95 ms | p99 ms | mean batch | ratio | CPU cores: "
+        "model process / clients |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in report["rows"]:
         cells = [
@@ -698,6 +640,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             *(_number(row[f"latency_{p}_ms"], ".0f") for p in ("p50", "p95", "p99")),
             _number(row["mean_batch"], ".1f"),
             _number(row["overhead_ratio"], ".2f"),
+            f"{row['cpu_cores'].get('worker', row['cpu_cores'].get('api', 0.0)):.2f} / "
+            f"{row['cpu_cores']['client']:.2f}",
         ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     for backend, found in report.get("capacity", {}).items():
@@ -767,6 +711,9 @@ def bench_service(
     dtype: Annotated[
         str, typer.Option(help="IRTRACK_DTYPE: float32, float16 or bfloat16.")
     ] = "float32",
+    client_processes: Annotated[
+        int, typer.Option(min=1, help="Processes the streams are spread over (client side).")
+    ] = 1,
     capacity_fps: Annotated[
         float,
         typer.Option(
@@ -807,6 +754,7 @@ def bench_service(
         device=device,
         dtype=dtype,
         capacity=Capacity(capacity_fps, p99_limit, max_capacity_streams) if capacity_fps else None,
+        client_processes=client_processes,
     )
     write_outputs(markdown_report(report), report, json_path, markdown_path)
 

@@ -164,6 +164,7 @@ def test_capacity_search_stops_at_its_maximum() -> None:
 
 
 def test_bench_service_capacity_search_runs_against_the_real_service() -> None:
+    """The search's probes against a real service, the streams spread over client processes."""
     report = run_service_benchmark(
         model="sd2net",
         size=(32, 32),
@@ -176,9 +177,13 @@ def test_bench_service_capacity_search_runs_against_the_real_service() -> None:
         raw_repeats=1,
         threads=1,
         capacity=Capacity(fps=5.0, p99_limit_ms=5000.0, max_streams=2),
+        client_processes=2,
     )
     found = report["capacity"]["embedded"]
     assert [row["streams"] for row in report["rows"]] == [1, 2]  # the probes are rows
+    # one client process per stream, at most two; each reported the CPU it used
+    assert [row["client_processes"] for row in report["rows"]] == [1, 2]
+    assert all(row["cpu_cores"]["client"] > 0 for row in report["rows"])
     assert found["streams"] == 2 and found["latency_p99_ms"] < 5000.0
     assert all(row["delivered"] > 0 and row["dropped"] == 0 for row in report["rows"])
     assert "Capacity (embedded): 2 concurrent 5-fps streams" in markdown_report(report)
