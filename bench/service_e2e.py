@@ -38,11 +38,12 @@ the same frames):
   a spinning OpenMP thread burns the time slice its partner, the event loop and the client
   need); 2 threads with ``OMP_WAIT_POLICY=PASSIVE``, 0.98. Fewer streams than ``max_batch``
   also run smaller batches than the raw reference (std2net 32x32, 2 streams: 0.53).
-- Plan: ``OMP_WAIT_POLICY=PASSIVE`` (set before torch loads: images, dev.sh) or
-  ``IRTRACK_TORCH_THREADS`` = cores - 1 where the service shares its cores; once the model is
-  fast (ONNX Runtime, ``irtrack bench onnx``; a GPU), cut the ~1.7 ms of sigmoid + components +
-  tracker: threshold the logits (logit > log(t / (1 - t))), take peak scores inside the
-  components only.
+- Done: ``OMP_WAIT_POLICY=PASSIVE`` (set before torch loads: images, dev.sh; or
+  ``IRTRACK_TORCH_THREADS`` = cores - 1 where the service shares its cores); the sigmoid and
+  components (1.4 ms above) became ``models.postprocess.detect_in_logits``: thresholding in logit
+  space and labelling the foreground's bounding box only (``irtrack bench postprocess``;
+  docs/results/postprocess-cpu.md). The tracker's ~0.4 ms per frame is now the largest
+  per-frame cost outside the model.
 
 Tables for the README come from ``--markdown PATH``, never typed by hand.
 """

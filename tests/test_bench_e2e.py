@@ -97,19 +97,23 @@ def _check_service_rows(report: dict[str, Any], backend: str, fps: list[float]) 
     assert f"| {backend} | 2 | 0 |" in markdown_report(report)
 
 
+def _tiny_service_run(**overrides: Any) -> dict[str, Any]:
+    """The service benchmark at toy scale: SD2Net on 32x32 synthesized frames, one thread."""
+    settings: dict[str, Any] = {
+        "model": "sd2net",
+        "size": (32, 32),
+        "streams": [2],
+        "seconds": 1.5,
+        "warmup_s": 0.5,
+        "clip": synthetic_clip((32, 32), 20),
+        "raw_repeats": 1,
+        "threads": 1,
+    }
+    return run_service_benchmark(**{**settings, **overrides})
+
+
 def test_bench_service_on_the_embedded_queue() -> None:
-    report = run_service_benchmark(
-        model="sd2net",
-        size=(32, 32),
-        streams=[2],
-        fps=[25.0, 0.0],
-        seconds=1.5,
-        warmup_s=0.5,
-        backends=["embedded"],
-        clip=synthetic_clip((32, 32), 20),
-        raw_repeats=1,
-        threads=1,
-    )
+    report = _tiny_service_run(fps=[25.0, 0.0], backends=["embedded"])
 
     _check_service_rows(report, "embedded", [25.0, 0.0])
     assert set(report["rows"][0]["cpu_cores"]) == {"api", "client"}
@@ -118,18 +122,7 @@ def test_bench_service_on_the_embedded_queue() -> None:
 def test_bench_service_through_redis_and_a_worker() -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (./dev.sh installs it where apt is available)")
-    report = run_service_benchmark(
-        model="sd2net",
-        size=(32, 32),
-        streams=[2],
-        fps=[0.0],
-        seconds=1.5,
-        warmup_s=0.5,
-        backends=["redis"],
-        clip=synthetic_clip((32, 32), 20),
-        raw_repeats=1,
-        threads=1,
-    )
+    report = _tiny_service_run(fps=[0.0], backends=["redis"])
 
     _check_service_rows(report, "redis", [0.0])
     assert set(report["rows"][0]["cpu_cores"]) == {"api", "worker", "redis", "client"}
@@ -165,17 +158,10 @@ def test_capacity_search_stops_at_its_maximum() -> None:
 
 def test_bench_service_capacity_search_runs_against_the_real_service() -> None:
     """The search's probes against a real service, the streams spread over client processes."""
-    report = run_service_benchmark(
-        model="sd2net",
-        size=(32, 32),
+    report = _tiny_service_run(
         streams=[],
         fps=[],
-        seconds=1.5,
-        warmup_s=0.5,
         backends=["embedded"],
-        clip=synthetic_clip((32, 32), 20),
-        raw_repeats=1,
-        threads=1,
         capacity=Capacity(fps=5.0, p99_limit_ms=5000.0, max_streams=2),
         client_processes=2,
     )
