@@ -23,11 +23,14 @@ memory would make the driver stage every copy through its own pinned buffer, syn
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -65,6 +68,7 @@ class GraphedForward:
         self.max_graphs = max_graphs
         self.warmup_runs = warmup_runs
         self._graphs: OrderedDict[tuple[int, ...], _Captured] = OrderedDict()
+        self.failed = False  # a capture failed: every call runs eagerly
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -74,11 +78,21 @@ class GraphedForward:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits of ``batch`` (on the module's CUDA device and dtype); the result is a view of
         the graph's static output, valid until the next call: copy it out before then."""
+        if self.failed:
+            return self.module(batch)
         count = batch.shape[0]
         shape = (bucket_for(count, self.max_batch), *batch.shape[1:])
         captured = self._graphs.get(shape)
         if captured is None:
-            captured = self._capture(shape, batch.device, batch.dtype)
+            try:
+                captured = self._capture(shape, batch.device, batch.dtype)
+            except RuntimeError:
+                # A module that cannot be captured (a host sync inside it, say) still serves,
+                # eagerly, rather than failing the worker.
+                log.exception("CUDA graph capture failed; running %s eagerly", type(self.module))
+                self.failed = True
+                self._graphs.clear()
+                return self.module(batch)
         else:
             self._graphs.move_to_end(shape)
         captured.inputs[:count].copy_(batch)

@@ -226,13 +226,14 @@ class ModelRuntime:
 
     def _to_host(self, logits: torch.Tensor) -> torch.Tensor:
         """float32 logits on the CPU: a tensor of their own (a CUDA graph's output and the pinned
-        buffer are both reused by the next batch)."""
+        buffer are both reused by the next batch). Half-precision logits travel as they are (half
+        the bytes) and become float32 in the CPU-side conversion that makes that tensor."""
         if self._pinned is None:
             return logits.float().cpu()
-        host = self._pinned.get("logits", tuple(logits.shape), torch.float32)
-        host.copy_(logits.float(), non_blocking=True)
+        host = self._pinned.get("logits", tuple(logits.shape), logits.dtype)
+        host.copy_(logits, non_blocking=True)
         torch.cuda.current_stream(self.device).synchronize()
-        return host.clone()
+        return host.clone() if host.dtype == torch.float32 else host.float()
 
     def gpu_memory_bytes(self) -> float:
         if self.device.type != "cuda":
