@@ -42,7 +42,7 @@ the same frames):
   ``IRTRACK_TORCH_THREADS`` = cores - 1 where the service shares its cores); the sigmoid and
   components (1.4 ms above) became ``models.postprocess.detect_in_logits``: thresholding in logit
   space and labelling the foreground's bounding box only (``irtrack bench postprocess``;
-  docs/results/postprocess-cpu.md). The tracker's ~0.4 ms per frame is now the largest
+  docs/results/postprocess-cpu.md). The tracker (0.36 ms above) is now the largest
   per-frame cost outside the model.
 
 Tables for the README come from ``--markdown PATH``, never typed by hand.
