@@ -98,17 +98,31 @@ def basis_decomposition(target: torch.Tensor, bases: torch.Tensor) -> torch.Tens
 
     target: (B, G, H, W); bases: (B, G, K, H, W) -> (B, G, H, W). The bases are not orthogonalised:
     the coefficients are projection scores s_k = <t, P̂_k>, and the output is Σ_k s_k P̂_k.
-    Norms are taken in fp32 (eps 1e-12, as torch's normalize): in fp16 a whole frame's sum of squares
+    Norms are taken in fp32 or wider (eps 1e-12, as torch's normalize): in fp16 a whole frame's sum of squares
     overflows and the eps underflows, which turned the all-zero bases of a stream's first frames
     (current minus identical earlier frames) into NaN.
     """
     batch, groups, height, width = target.shape
     flat_bases = bases.flatten(3)  # (B, G, K, N)
-    norms = torch.linalg.vector_norm(flat_bases, dim=-1, keepdim=True, dtype=torch.float32)
+    norms = _frame_norms(bases)
     inverse_norms = norms.clamp_min(1e-12).reciprocal().clamp_max(torch.finfo(bases.dtype).max)
     unit_bases = flat_bases * inverse_norms.to(bases.dtype)
     scores = target.reshape(batch, groups, 1, height * width) @ unit_bases.transpose(-1, -2)
     return (scores @ unit_bases).view(batch, groups, height, width)
+
+
+def _frame_norms(bases: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each basis (B, G, K, H, W) over its frame, in fp32 or wider: (B, G, K, 1).
+
+    In an ONNX export the squares are summed along rows, then the row sums: ONNX Runtime's
+    ReduceL2 sums a whole frame in one float32 accumulator, which at 640x512 made its SD2Net logits
+    differ from float64 by 1.4e-2 (torch's: 9e-4); rows first brings it to the level of torch's.
+    """
+    wide = torch.promote_types(bases.dtype, torch.float32)  # float64 stays float64
+    if torch.onnx.is_in_onnx_export():
+        row_sums = bases.to(wide).square().sum(dim=-1)  # (B, G, K, H)
+        return row_sums.sum(dim=-1, keepdim=True).sqrt()
+    return torch.linalg.vector_norm(bases.flatten(3), dim=-1, keepdim=True, dtype=wide)
 
 
 def difference_kernels() -> torch.Tensor:
