@@ -44,6 +44,7 @@ from bench.common import (
 )
 from models import load_model, model_info
 from models.export import export_onnx, onnx_cpu_session
+from service.engine.runtime import to_channels_last
 
 DEFAULT_MODELS = ("sd2net", "lrrnet")
 VARIANTS = ("torch", "torch-channels-last", "onnxruntime")
@@ -71,7 +72,7 @@ def run_onnx_benchmark(
                 raise ValueError(f"{name} is not a single-frame model; ONNX covers sd2net, lrrnet")
             model, _ = load_model(name)  # the shipped weights if any; speed does not depend on them
             model = model.eval()
-            channels_last = _channels_last(model)
+            channels_last = to_channels_last(copy.deepcopy(model))
             sizes = sorted(sizes, key=lambda hw: hw[0] * hw[1])
             exported = export_onnx(model, Path(workdir) / f"{name}.onnx", *sizes[0])  # dynamic axes
             session = onnx_cpu_session(exported, threads)
@@ -104,16 +105,6 @@ def run_onnx_benchmark(
                             }
                         )
     return rows
-
-
-def _channels_last(model: nn.Module) -> nn.Module:
-    """A copy whose 4-D weights are channels_last, as ``Module.to(memory_format=...)`` makes
-    them (a form torch's type hints do not cover)."""
-    copied = copy.deepcopy(model)
-    for tensor in [*copied.parameters(), *copied.buffers()]:
-        if tensor.dim() == 4:
-            tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
-    return copied
 
 
 def _runners(
