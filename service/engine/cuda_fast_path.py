@@ -123,20 +123,25 @@ class GraphedForward:
 
 class PinnedBuffers:
     """Reusable page-locked host tensors, one per (role, shape), the least recently used dropped
-    beyond ``max_buffers`` (each is a frame batch: megabytes, and slow to allocate)."""
+    beyond ``max_buffers`` (each is a frame batch: megabytes, and slow to allocate).
+
+    The leading (batch) dimension is rounded up to a power of two and a slice handed out, so
+    batches of 5, 6 or 7 frames share one buffer instead of allocating one each.
+    """
 
     def __init__(self, max_buffers: int = 16) -> None:
         self.max_buffers = max_buffers
         self._buffers: OrderedDict[tuple[object, ...], torch.Tensor] = OrderedDict()
 
     def get(self, role: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        key = (role, shape, dtype)
+        rows = shape[0]
+        key = (role, (1 << (rows - 1).bit_length(), *shape[1:]), dtype)
         buffer = self._buffers.get(key)
         if buffer is None:
             while len(self._buffers) >= self.max_buffers:
                 self._buffers.popitem(last=False)
-            buffer = torch.empty(shape, dtype=dtype, pin_memory=True)
+            buffer = torch.empty(key[1], dtype=dtype, pin_memory=True)
             self._buffers[key] = buffer
         else:
             self._buffers.move_to_end(key)
-        return buffer
+        return buffer[:rows]
