@@ -19,6 +19,7 @@ import torch
 import typer
 
 from models.machine import cpu_model
+from models.weights import file_sha256
 
 DEFAULT_SIZES = ((256, 256), (512, 640))  # (H, W)
 DEFAULT_BATCHES = (1, 8)
@@ -74,6 +75,17 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 def device_name(machine: dict[str, Any]) -> str:
     """The processor a report's figures come from, as its tables name it."""
     return f"GPU {machine['gpu']} (CPU {machine['cpu']})" if "gpu" in machine else machine["cpu"]
+
+
+def weights_label(path: Path | None) -> str:
+    """How a report names the weights its figures come from."""
+    return "random init" if path is None else f"{path.name} (sha256 {file_sha256(path)[:12]})"
+
+
+def weights_named(rows: Sequence[dict[str, Any]]) -> str:
+    """'weights: <model> = <label>; ...' over a report's rows, each model once."""
+    labels = {row["model"]: row["weights"] for row in rows}
+    return "weights: " + "; ".join(f"{model} = {label}" for model, label in labels.items())
 
 
 def synchronize(device: torch.device) -> None:

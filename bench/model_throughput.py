@@ -215,7 +215,8 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     lines = [
         f"Measured {machine['date']} on {device_name(machine)} ({machine['torch_threads']} torch "
         f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}; "
-        "model forward only, eval mode, median of the timed runs.",
+        "model forward only, eval mode, median of the timed runs; randomly initialised weights "
+        "(speed does not depend on their values).",
         "",
         "| model | device | dtype | mode | batch | H x W | runs | median ms / batch | frames/s |",
         "|---|---|---|---|---:|---|---:|---:|---:|",

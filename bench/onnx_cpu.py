@@ -40,6 +40,8 @@ from bench.common import (
     SizesOption,
     machine_info,
     sizes_or_default,
+    weights_label,
+    weights_named,
     write_outputs,
 )
 from models import load_model, model_info
@@ -70,8 +72,11 @@ def run_onnx_benchmark(
         for name in models:
             if model_info(name).frames != 1:
                 raise ValueError(f"{name} is not a single-frame model; ONNX covers sd2net, lrrnet")
-            model, _ = load_model(name)  # the shipped weights if any; speed does not depend on them
+            model, weights = load_model(
+                name
+            )  # shipped weights if any; speed does not depend on them
             model = model.eval()
+            label = weights_label(weights)
             channels_last = to_channels_last(copy.deepcopy(model))
             sizes = sorted(sizes, key=lambda hw: hw[0] * hw[1])
             exported = export_onnx(model, Path(workdir) / f"{name}.onnx", *sizes[0])  # dynamic axes
@@ -93,6 +98,7 @@ def run_onnx_benchmark(
                             {
                                 "model": name,
                                 "variant": variant,
+                                "weights": label,
                                 "threads": threads,
                                 "height": height,
                                 "width": width,
@@ -157,7 +163,8 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         f"Measured {machine['date']} on {machine['cpu']} ({machine['torch_threads']} torch "
         f"threads = ONNX Runtime intra-op threads, load average {machine['load_average_1min']}), "
         f"torch {machine['torch']}, onnxruntime {onnxruntime.__version__}; forward only, median of "
-        "the timed runs (variants timed in turn); speed-up and max abs diff against `torch`.",
+        "the timed runs (variants timed in turn); speed-up and max abs diff against `torch`; "
+        f"random frames; {weights_named(rows)}.",
         "",
         "| model | variant | batch | H x W | runs | median ms / batch | frames/s | speed-up | "
         "max abs diff |",

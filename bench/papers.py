@@ -73,7 +73,8 @@ def comparison_table() -> str:
         gpu_name = device_name(json.loads((RESULTS_DIR / "speed-gpu.json").read_text())["machine"])
     lines = [
         f"frames/s at batch 1; ours from docs/results/speed-cpu.json and speed-gpu*.json "
-        f"({gpu_name}); the papers' as they report them.",
+        f"({gpu_name}; randomly initialised weights: speed does not depend on their values); the "
+        "papers' as they report them.",
         "",
         "| model | H x W | paper frames/s (GPU, source) | ours CPU fp32 | ours GPU fp32 eager | "
         "ours GPU fastest |",

@@ -32,6 +32,8 @@ from bench.common import (
     SizesOption,
     machine_info,
     sizes_or_default,
+    weights_label,
+    weights_named,
     write_outputs,
 )
 from bench.service_e2e import load_clip
@@ -84,6 +86,8 @@ def run_postprocess_benchmark(
         sigmoid_ms, logits_ms = (statistics.median(timings[p]) * 1000 for p in PATHS)
         rows.append(
             {
+                "model": "sd2net",
+                "weights": weights_label(runtime.weights["sd2net"].path),
                 "height": size[0],
                 "width": size[1],
                 "frames": len(logits),
@@ -104,7 +108,7 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     lines = [
         f"Measured {machine['date']} on {machine['cpu']}, on the calling thread (as in the worker), shipped "
         "SD2Net logits of real frames; per frame: components + mask, median of the passes. Both "
-        "paths gave the same components and masks.",
+        f"paths gave the same components and masks; {weights_named(rows)}.",
         "",
         "| H x W | frames | targets / frame | sigmoid path ms | logits path ms | speed-up |",
         "|---|---:|---:|---:|---:|---:|",

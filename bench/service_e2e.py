@@ -73,7 +73,15 @@ import numpy as np
 import torch
 import typer
 
-from bench.common import MarkdownOption, device_name, machine_info, parse_size, write_outputs
+from bench.common import (
+    MarkdownOption,
+    device_name,
+    machine_info,
+    parse_size,
+    weights_label,
+    weights_named,
+    write_outputs,
+)
 from bench.stream_clients import Arrival, StreamPlan, run_streams
 from clients.sources import open_source
 from models.paths import DATA_DIR, REPO_ROOT
@@ -449,6 +457,7 @@ def raw_model_throughput(
     median_s = statistics.median(durations)
     return {
         "model": model,
+        "weights": weights_label(runtime.weights[model].path),
         "backend": runtime.models[model].backend,
         "batch": batch,
         "height": size[0],
@@ -615,7 +624,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{config['model']} at {config['height']} x {config['width']}, frames from "
         f"{Path(config['frames']).name}, max batch {config['max_batch']}, at most "
         f"{config['max_in_flight']} frames in flight per stream, inference on "
-        f"{config['inference_backend']} ({config.get('dtype', 'float32')}). Raw model (the service's ModelRuntime alone, same run, batch "
+        f"{config['inference_backend']} ({config.get('dtype', 'float32')}), {weights_named([raw])}. Raw model (the service's ModelRuntime alone, same run, batch "
         f"{raw['batch']}, the faster of before and after the service rows): {raw['fps']:.2f} "
         f"frames/s ({raw['median_ms']:.1f} ms per batch; before {report['raw_before']['fps']:.2f}, "
         f"after {report['raw_after']['fps']:.2f}). OMP_WAIT_POLICY={config['omp_wait_policy'] or 'unset'}. "

@@ -35,6 +35,8 @@ from bench.common import (
     machine_info,
     sizes_or_default,
     synchronize,
+    weights_label,
+    weights_named,
     write_outputs,
 )
 from bench.model_throughput import DEFAULT_MAX_WINDOW_PIXELS, DTYPES
@@ -60,7 +62,7 @@ def run_streaming_benchmark(
     """
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    model, _ = load_model("std2net")  # the shipped weights if any; speed does not depend on them
+    model, weights = load_model("std2net")  # shipped weights if any; speed does not depend on them
     torch_device = torch.device(device)
     model = model.eval().to(device=torch_device, dtype=DTYPES[dtype])
     if not isinstance(model, STD2Net):
@@ -76,6 +78,7 @@ def run_streaming_benchmark(
         for batch in sorted(batches):
             row: dict[str, Any] = {
                 "model": "std2net",
+                "weights": weights_label(weights),
                 "device": str(torch_device),
                 "dtype": dtype,
                 "height": height,
@@ -161,7 +164,8 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         f"STD2Net in {rows[0]['dtype'] if rows else 'fp32'}, one step = each of `batch` streams "
         "advances by one frame; median of the timed "
         "steps. cached: one backbone pass per frame + the temporal head on the ring "
-        "(`step_streams`); recompute: the full model on the 5-frame window.",
+        "(`step_streams`); recompute: the full model on the 5-frame window; random frames; "
+        f"{weights_named(rows)}.",
         "",
         "| H x W | batch | steps | cached ms / step | recompute ms / step | cached frames/s | "
         "recompute frames/s | speed-up | max abs diff |",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issue #8 in one run of the device tool (about 8 minutes on an H200;
-# the tool allows 10 per command and 15 per session, machine start included):
+# Every GPU measurement of issue #8 in one run of the device tool (the steps' limits add up to
+# under its 10 minutes per command; a session has 15 minutes of device time, start included):
 #   1. here:    bench/gpu/prepare.sh       wheels + data into .device/ (git-ignored)
 #   2. device:  run(command="bench/gpu/run.sh", carry=[".device"], timeout_s=600)
 #   3. here:    bench/gpu/collect.sh <files_at>   results into docs/results, README refreshed
@@ -8,7 +8,8 @@
 # channels_last); STD2Net cached streaming; the service at 640x512: saturation and the capacity
 # search (25-fps streams with p99 < 50 ms, nothing lost) for SD2Net and STD2Net, embedded queue
 # (the device machine has no redis-server). Each step has its own time limit, so one slow step
-# costs its own results only. Everything lands in $OUT/gpu-results.tar.gz and $OUT/run.log.
+# costs its own results only, and results are packed after every step. Everything lands in
+# $OUT/gpu-results.tar.gz and $OUT/run.log.
 # SMOKE=1 bench/gpu/run.sh runs the same steps at toy sizes on this machine's CPU: a check of
 # the script itself, for before a device run.
 set -uo pipefail
@@ -39,37 +40,39 @@ else
     batches=(--batch 1 --batch 8 --batch 32)
     dtypes=(--dtype fp32 --dtype fp16 --dtype bf16) fast=(--dtype fp16 --dtype bf16
             --mode cuda-graph --mode channels-last)
-    service=(--seconds 4 --warmup 3 -n 16 --fps 0 --capacity-fps 25 --p99-limit 50 --client-processes 6
+    service=(--seconds 3 --warmup 2 -n 16 --fps 0 --capacity-fps 25 --p99-limit 50 --client-processes 6
              --max-capacity-streams 256 --max-batch 32)
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv >>"$log" 2>&1
 fi
 irtrack=("$py" -c "from service.cli import app; app()")
 
-step() {  # step NAME SECONDS COMMAND...: run with a time limit, its output in the log
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, its output in the log, then
+    # pack every result so far: if the device tool stops the command, what finished comes back
     local name=$1 seconds=$2
     shift 2
     echo "=== $name (limit ${seconds}s) $(date -u +%T)" | tee -a "$log"
     timeout "$seconds" "$@" >>"$log" 2>&1
     echo "=== $name: exit $? $(date -u +%T)" | tee -a "$log"
+    tar -czf "$out/gpu-results.tar.gz" -C "$results" .
 }
 
-step tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_gpu_fast_path.py \
+# Most needed first (the GPU figures, then the stream capacity); limits add up to 575 s.
+step tests 75 "$py" -m pytest -q -p no:cacheprovider tests/test_gpu_fast_path.py \
     tests/test_models_common.py
-step speed 150 "${irtrack[@]}" bench models --device "$device" "${sizes[@]}" "${batches[@]}" \
+step speed 110 "${irtrack[@]}" bench models --device "$device" "${sizes[@]}" "${batches[@]}" \
     "${dtypes[@]}" --mode eager --repeats 20 --warmup 3 --row-budget 0.5 --max-window-mpx 60 \
     --json "$results/speed-gpu.json" --markdown "$results/speed-gpu.md"
-step speed-fast-path 90 "${irtrack[@]}" bench models --device "$device" -m sd2net -m lrrnet -m std2net \
-    "${sizes[@]}" "${batches[@]}" "${fast[@]}" --repeats 20 --warmup 3 --row-budget 0.5 \
-    --max-window-mpx 60 --json "$results/speed-gpu-fast-path.json" \
-    --markdown "$results/speed-gpu-fast-path.md"
-step streaming 45 "${irtrack[@]}" bench streaming --device "$device" --dtype "$bench_half" \
-    "${sizes[@]}" "${batches[@]}" --steps 20 --warmup 3 --max-window-mpx 60 \
-    --json "$results/streaming-gpu.json" --markdown "$results/streaming-gpu.md"
 for model in sd2net std2net; do
-    step "service-$model" 140 "${irtrack[@]}" bench service --device "$device" --dtype "$half" \
+    step "service-$model" 150 "${irtrack[@]}" bench service --device "$device" --dtype "$half" \
         --model "$model" --size "$service_size" "${service[@]}" \
         --json "$results/service-gpu-$model.json" --markdown "$results/service-gpu-$model.md"
 done
+step speed-fast-path 60 "${irtrack[@]}" bench models --device "$device" -m sd2net -m lrrnet -m std2net \
+    "${sizes[@]}" "${batches[@]}" "${fast[@]}" --repeats 20 --warmup 3 --row-budget 0.5 \
+    --max-window-mpx 60 --json "$results/speed-gpu-fast-path.json" \
+    --markdown "$results/speed-gpu-fast-path.md"
+step streaming 30 "${irtrack[@]}" bench streaming --device "$device" --dtype "$bench_half" \
+    "${sizes[@]}" "${batches[@]}" --steps 20 --warmup 3 --max-window-mpx 60 \
+    --json "$results/streaming-gpu.json" --markdown "$results/streaming-gpu.md"
 
-tar -czf "$out/gpu-results.tar.gz" -C "$results" .
 echo "results: $(ls "$results" | tr '\n' ' ')" | tee -a "$log"

@@ -10,7 +10,7 @@ two up to the engine's ``max_batch``, and ``max_batch`` itself), so a stream mix
 3, 5 or 7 frames still replays one of a handful of graphs. Samples of a batch never interact in
 these models (eval-mode normalisation and the BDM's reductions are per sample), so the padding
 rows change nothing in the real rows. At most ``max_graphs`` shapes are kept (least recently used
-dropped); a new shape is captured on first use (a few hundred ms, once), and the worker's warm-up
+dropped); a new shape is captured on first use (once), and the worker's warm-up
 captures every bucket at the warm-up sizes so a live stream never waits for a capture.
 
 STD2Net's cached streaming step (``models.std2net.step_streams``) gathers per-stream rings in

@@ -1,8 +1,8 @@
 """The inference worker: one thread that owns the models and the per-stream model state.
 
 Loop: receive messages from the queue -> group frames by (model, padded size) in the batcher ->
-run a due batch (normalise, pad, model, crop) -> post-process each frame (sigmoid, threshold,
-8-connected components, tracker, optional RLE mask) -> reply. Torch runs only on this thread, so
+run a due batch (normalise, pad, model, crop) -> post-process each frame (threshold in logit
+space, 8-connected components, tracker, optional RLE mask) -> reply. Torch runs only on this thread, so
 the API's event loop never blocks on it.
 
 Failures stay with the frames they belong to: a failed model call answers its batch's frames with
