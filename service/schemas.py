@@ -40,7 +40,10 @@ class Target(BaseModel):
 
 class LatencyMs(BaseModel):
     queue: float = Field(description="From receipt to the start of the frame's batch.")
-    inference: float = Field(description="The model call of the frame's batch.")
+    inference: float = Field(
+        description="The model call of the frame's batch: from its start until the logits are "
+        "on the host (on a pipelined GPU this spans the batch before it being post-processed)."
+    )
     postprocess: float = Field(description="Threshold, components, tracker, mask.")
     total: float = Field(description="From receipt of the frame to its result being ready.")
 

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
         description="Longest a frame waits for batch-mates before its batch runs.",
     )
 
+    pipeline: bool = Field(
+        default=True,
+        description="Submit the next due batch before post-processing the one before, so a GPU "
+        "runs one while the CPU answers the other (no effect on a CPU, where a batch has run "
+        "once submitted).",
+    )
+
     # --- live-stream policy and limits ---------------------------------------------------------
     stream_queue_depth: int = Field(
         default=2,

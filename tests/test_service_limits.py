@@ -35,15 +35,15 @@ def marked(frame: np.ndarray) -> np.ndarray:
 def slow_and_fallible(app) -> None:
     """Make the model slower than the clients (so queues fill) and fail on marked frames."""
     runtime = app.state.engine.runtime
-    infer = runtime.infer
+    submit = runtime.submit
 
     def slowed(model, frames, states=None):
         time.sleep(INFERENCE_DELAY_S)
         if any(np.all(frame[0, :] == 1.0) for frame in frames):
             raise RuntimeError("injected model failure")
-        return infer(model, frames, states)
+        return submit(model, frames, states)
 
-    runtime.infer = slowed
+    runtime.submit = slowed
 
 
 # --- API keys --------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ STD2Net's cached streaming step (``models.std2net.step_streams``) gathers per-st
 Python and runs eagerly: graphs here are for ``frames == 1`` models.
 
 Copies: a batch is assembled in a page-locked (pinned) host buffer and sent with
-``non_blocking=True``; logits come back into another one, then one synchronisation. Pageable
+``non_blocking=True``; logits come back into another one, and an event recorded after that copy
+is what the host waits on, when it needs them (``service.engine.runtime.PendingLogits``). Pageable
 memory would make the driver stage every copy through its own pinned buffer, synchronously.
 """
 

@@ -8,6 +8,7 @@ what ``models.padding`` would do to it alone), run in one call, and its logits c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
@@ -31,6 +32,9 @@ from service.engine.inference import ModelCard
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Sets of pinned buffers on CUDA: a batch's logits are read on the host while the next one runs.
+PIPELINE_SLOTS = 2
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -102,6 +106,39 @@ def to_channels_last(module: nn.Module) -> nn.Module:
     return module
 
 
+class PendingLogits:
+    """A submitted batch's logits: each frame's (H, W) float32, cropped to the frame.
+
+    On CUDA they may still be on their way into a pinned buffer that a later batch reuses;
+    ``result()`` waits for them (once) and keeps them in memory of their own.
+    """
+
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        shapes: list[tuple[int, int]],
+        landed: torch.cuda.Event | None = None,
+    ) -> None:
+        self._logits = logits  # (B, 1, Hp, Wp) on the host
+        self._shapes = shapes
+        self._landed = landed
+        self._frames: list[np.ndarray] | None = None
+
+    def result(self) -> list[np.ndarray]:
+        if self._frames is None:
+            if self._landed is not None:
+                self._landed.synchronize()
+            # Half-precision logits crossed as they are (half the bytes). Either way the
+            # frames get a tensor of their own, off the reused pinned buffer.
+            logits = self._logits.float()
+            if logits is self._logits and self._landed is not None:
+                logits = logits.clone()
+            self._frames = [
+                crop_to(logits[i, 0], shape).numpy() for i, shape in enumerate(self._shapes)
+            ]
+        return self._frames
+
+
 class ModelRuntime:
     """Every configured model, on one device, in one dtype."""
 
@@ -116,6 +153,8 @@ class ModelRuntime:
         self.models: dict[str, LoadedModel] = {}
         self.on_cuda = self.device.type == "cuda"
         self._pinned = PinnedBuffers() if self.on_cuda else None
+        self._next_slot = 0
+        self._in_slot: list[PendingLogits | None] = [None] * PIPELINE_SLOTS
 
     def load(self) -> None:
         for name, choice in self.weights.items():
@@ -188,52 +227,85 @@ class ModelRuntime:
 
         ``states`` (one per frame, multi-frame models only) are advanced by one frame each.
         """
+        return self.submit(model_name, frames, states).result()
+
+    def submit(
+        self,
+        model_name: str,
+        frames: Sequence[np.ndarray],
+        states: Sequence[StreamState] | None = None,
+    ) -> PendingLogits:
+        """Start :meth:`infer`'s work and return without waiting for the GPU: the logits come
+        from the result's ``result()``. A CPU has computed them by the time this returns."""
         model = self.models[model_name]
+        if model.streaming and (states is None or len(states) != len(frames)):
+            raise ValueError(f"{model_name} needs one stream state per frame")
+        shapes = [(frame.shape[0], frame.shape[1]) for frame in frames]
         padded = [
             pad_to_multiple(torch.from_numpy(frame)[None, None], model.size_multiple)
             for frame in frames
         ]
         if model.onnx is not None:
             (onnx_logits,) = model.onnx.run(None, {"frames": torch.cat(padded).numpy()})
-            logits = torch.from_numpy(onnx_logits)
-        else:
-            batch = self._to_device(padded)  # (B, 1, Hp, Wp)
-            if self.settings.channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                if model.streaming:
-                    if states is None or len(states) != len(frames):
-                        raise ValueError(f"{model_name} needs one stream state per frame")
-                    logits = step_streams(cast(STD2Net, model.module), states, batch)
-                elif model.graphed is not None:
-                    logits = model.graphed(batch)
-                else:
-                    logits = model.module(batch)
-            logits = self._to_host(logits)
-        return [crop_to(logits[i, 0], frame.shape).numpy() for i, frame in enumerate(frames)]
-
-    def _to_device(self, padded: list[torch.Tensor]) -> torch.Tensor:
-        """The batch on the model's device and dtype; on CUDA assembled in a pinned buffer and
-        copied asynchronously (the copy overlaps the launches that follow it)."""
+            return PendingLogits(torch.from_numpy(onnx_logits), shapes)
         if self._pinned is None:
-            return torch.cat(padded).to(device=self.device, dtype=self.dtype)
-        shape = (len(padded), *padded[0].shape[1:])
-        staging = self._pinned.get("frames", shape, torch.float32)
-        # A model call that failed may have left the last copy from this buffer in flight.
-        torch.cuda.current_stream(self.device).synchronize()
-        torch.cat(padded, out=staging)
-        return staging.to(self.device, non_blocking=True).to(self.dtype)
+            batch = torch.cat(padded).to(device=self.device, dtype=self.dtype)
+            return PendingLogits(self._forward(model, batch, states).cpu(), shapes)
+        return self._submit_on_cuda(model, padded, shapes, states)
 
-    def _to_host(self, logits: torch.Tensor) -> torch.Tensor:
-        """float32 logits on the CPU: a tensor of their own (a CUDA graph's output and the pinned
-        buffer are both reused by the next batch). Half-precision logits travel as they are (half
-        the bytes) and become float32 in the CPU-side conversion that makes that tensor."""
-        if self._pinned is None:
-            return logits.float().cpu()
-        host = self._pinned.get("logits", tuple(logits.shape), logits.dtype)
-        host.copy_(logits, non_blocking=True)
-        torch.cuda.current_stream(self.device).synchronize()
-        return host.clone() if host.dtype == torch.float32 else host.float()
+    def _forward(
+        self, model: LoadedModel, batch: torch.Tensor, states: Sequence[StreamState] | None
+    ) -> torch.Tensor:
+        if self.settings.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if model.streaming:
+                assert states is not None
+                return step_streams(cast(STD2Net, model.module), states, batch)
+            if model.graphed is not None:
+                return model.graphed(batch)
+            return cast(torch.Tensor, model.module(batch))
+
+    def _submit_on_cuda(
+        self,
+        model: LoadedModel,
+        padded: list[torch.Tensor],
+        shapes: list[tuple[int, int]],
+        states: Sequence[StreamState] | None,
+    ) -> PendingLogits:
+        """Frames -> pinned buffer -> GPU (asynchronous copy), the model's launches, logits ->
+        pinned buffer (asynchronous copy), an event after them: nothing here waits for the GPU.
+
+        Each submission takes the next of ``PIPELINE_SLOTS`` sets of pinned buffers, so one
+        batch can be read on the host while the next runs; a set is reused only once the batch
+        that last used it has landed (its logits are then kept in memory of their own).
+        """
+        assert self._pinned is not None
+        slot = self._next_slot
+        self._next_slot = (slot + 1) % PIPELINE_SLOTS
+        if (previous := self._in_slot[slot]) is not None:
+            self._in_slot[slot] = None
+            previous.result()
+        stream = torch.cuda.current_stream(self.device)
+        try:
+            staging_shape = (len(padded), *padded[0].shape[1:])
+            staging = self._pinned.get(f"frames{slot}", staging_shape, torch.float32)
+            torch.cat(padded, out=staging)
+            batch = staging.to(self.device, non_blocking=True).to(self.dtype)
+            logits = self._forward(model, batch, states)
+            host = self._pinned.get(f"logits{slot}", tuple(logits.shape), logits.dtype)
+            host.copy_(logits, non_blocking=True)
+            landed = torch.cuda.Event()
+            landed.record(stream)
+        except BaseException:
+            # Copies from this slot's buffers may still be in flight: let them end before the
+            # slot is used again (after a sticky CUDA error this raises too; the first one wins).
+            with contextlib.suppress(RuntimeError):
+                stream.synchronize()
+            raise
+        pending = PendingLogits(host, shapes, landed)
+        self._in_slot[slot] = pending
+        return pending
 
     def gpu_memory_bytes(self) -> float:
         if self.device.type != "cuda":

@@ -1,9 +1,16 @@
 """The inference worker: one thread that owns the models and the per-stream model state.
 
 Loop: receive messages from the queue -> group frames by (model, padded size) in the batcher ->
-run a due batch (normalise, pad, model, crop) -> post-process each frame (threshold in logit
-space, 8-connected components, tracker, optional RLE mask) -> reply. Torch runs only on this thread, so
-the API's event loop never blocks on it.
+submit a due batch (normalise, pad, start the model) -> post-process each frame of the batch before
+it (threshold in logit space, 8-connected components, tracker, optional RLE mask) -> reply. Torch
+runs only on this thread, so the API's event loop never blocks on it.
+
+Pipelining (``Settings.pipeline``): on a GPU, submitting a batch only queues its copies and kernels,
+so while the GPU runs batch k+1 this thread post-processes batch k. A submitted batch is finished
+as soon as no further batch is due, so a result never waits for frames that have not arrived. Two
+batches in flight never share a stream (its window and tracker advance frame by frame), and a
+stream's release waits for its frame in flight. On a CPU the model has run by the time ``submit``
+returns; the order of work is the same, nothing overlaps.
 
 Failures stay with the frames they belong to: a failed model call answers its batch's frames with
 ``inference_error`` and restarts their streams' windows (their contents are unknown after it); a
@@ -27,7 +34,7 @@ from service.codecs import encode_rle
 from service.engine.batcher import DRAIN_ALL, Batcher
 from service.engine.messages import Detection, FrameRequest, FrameResult, StreamRelease
 from service.engine.queue import FrameQueue
-from service.engine.runtime import LoadedModel, ModelRuntime
+from service.engine.runtime import LoadedModel, ModelRuntime, PendingLogits
 from service.engine.stream_state import StreamModelState, StreamStates, TrackerFactory
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -45,6 +52,22 @@ class _Job:
     request: FrameRequest
     state: StreamModelState | None
     reset: bool
+
+
+@dataclass
+class _Round:
+    """A submitted model call whose frames are not answered yet."""
+
+    model: str
+    jobs: list[_Job]
+    logits: PendingLogits
+    started_at: float  # wall clock, when the batch started
+    submitted_tick: float  # perf_counter, when its submission started
+
+    def has_stream(self, stream_id: str | None) -> bool:
+        return stream_id is not None and any(
+            job.request.stream_id == stream_id for job in self.jobs
+        )
 
 
 class InferenceWorker:
@@ -73,6 +96,7 @@ class InferenceWorker:
         self._batcher: Batcher[FrameRequest] = Batcher(
             settings.max_batch, settings.max_wait_ms / 1000.0
         )
+        self._in_flight: _Round | None = None
         self._thread = threading.Thread(target=self._run, name="irtrack-inference", daemon=True)
 
     @property
@@ -138,14 +162,21 @@ class InferenceWorker:
         while True:
             stopping = self._stopping.is_set()
             wait = self._batcher.seconds_until_due(time.monotonic())
-            messages = self.queue.receive(0.0 if stopping else (wait or IDLE_POLL_S))
+            # With a batch in flight only look for what has arrived meanwhile: that batch's
+            # callers are waiting.
+            look_only = stopping or self._in_flight is not None
+            messages = self.queue.receive(0.0 if look_only else (wait or IDLE_POLL_S))
             now = time.monotonic()
             for message in messages:
                 self._accept(message, now)
             horizon = DRAIN_ALL if stopping else now
+            submitted = False
             while (due := self._batcher.next_batch(horizon)) is not None:
                 self._run_batch(*due)
-            if stopping and not messages and not self._batcher:
+                submitted = True
+            if not submitted:
+                self._finish_in_flight()
+            if stopping and not messages and not self._batcher and self._in_flight is None:
                 return
             if now >= next_eviction:
                 self._states.evict_idle(now)
@@ -158,6 +189,8 @@ class InferenceWorker:
 
     def _accept(self, message: FrameRequest | StreamRelease, now: float) -> None:
         if isinstance(message, StreamRelease):
+            if self._in_flight is not None and self._in_flight.has_stream(message.stream_id):
+                self._finish_in_flight()
             self._states.release(message.stream_id, message.session)
             return
         if message.model not in self.runtime.models:  # the API side checks; a peer might not
@@ -171,6 +204,12 @@ class InferenceWorker:
             self._run_round(requests[0].model, round_)
 
     def _run_round(self, model: str, requests: list[FrameRequest]) -> None:
+        """Submit one model call, then finish the one submitted before it (the GPU runs this
+        one meanwhile)."""
+        if self._in_flight is not None and any(
+            self._in_flight.has_stream(request.stream_id) for request in requests
+        ):
+            self._finish_in_flight()  # a stream's frames go through the model one at a time
         started_at = time.time()
         multi_frame = self.runtime.models[model].streaming
         jobs = [self._job(request, multi_frame) for request in requests]
@@ -178,18 +217,39 @@ class InferenceWorker:
         try:
             frames = [normalize_frame(request.frame) for request in requests]
             windows = [w for job in jobs if job.state and (w := job.state.window) is not None]
-            logits = self.runtime.infer(model, frames, windows if multi_frame else None)
+            logits = self.runtime.submit(model, frames, windows if multi_frame else None)
         except Exception as exc:
-            log.exception("model call failed for a batch of %d %s frames", len(requests), model)
-            for job in jobs:
-                if job.request.stream_id is not None:
-                    self._states.restart(job.request.stream_id)
-                self._reply_error(job.request, "inference_error", f"the model call failed: {exc}")
+            self._fail_round(model, jobs, exc)
             return
-        inference_s = time.perf_counter() - tick
-        self.metrics.batch_size.labels(model).observe(len(requests))
-        for job, frame_logits in zip(jobs, logits, strict=True):
-            self.queue.reply(self._postprocess(job, frame_logits, started_at, inference_s))
+        previous, self._in_flight = self._in_flight, _Round(model, jobs, logits, started_at, tick)
+        if previous is not None:
+            self._finish(previous)
+        if not self.settings.pipeline:
+            self._finish_in_flight()
+
+    def _finish_in_flight(self) -> None:
+        if self._in_flight is not None:
+            round_, self._in_flight = self._in_flight, None
+            self._finish(round_)
+
+    def _finish(self, round_: _Round) -> None:
+        """Wait for a submitted call's logits, then post-process and answer each of its frames."""
+        try:
+            logits = round_.logits.result()
+        except Exception as exc:
+            self._fail_round(round_.model, round_.jobs, exc)
+            return
+        inference_s = time.perf_counter() - round_.submitted_tick
+        self.metrics.batch_size.labels(round_.model).observe(len(round_.jobs))
+        for job, frame_logits in zip(round_.jobs, logits, strict=True):
+            self.queue.reply(self._postprocess(job, frame_logits, round_.started_at, inference_s))
+
+    def _fail_round(self, model: str, jobs: list[_Job], exc: Exception) -> None:
+        log.error("model call failed for a batch of %d %s frames", len(jobs), model, exc_info=exc)
+        for job in jobs:
+            if job.request.stream_id is not None:
+                self._states.restart(job.request.stream_id)
+            self._reply_error(job.request, "inference_error", f"the model call failed: {exc}")
 
     def _job(self, request: FrameRequest, multi_frame: bool) -> _Job:
         if request.stream_id is None:
