@@ -202,7 +202,7 @@ class StreamStats:
             f"{self.errors} errors, {self.skipped} skipped, {self.lost} lost; "
             f"{self.reconnects} reconnects; {self.fps:.1f} fps; {latency}; "
             f"{self.targets} targets in {self.frames_with_targets} frames, "
-            f"{len(self.track_ids)} confirmed tracks"
+            f"{len(self.track_ids)} confirmed track{'' if len(self.track_ids) == 1 else 's'}"
         )
 
 

@@ -12,6 +12,11 @@ How it works (SORT-style, for targets of a few pixels that carry no appearance w
 - detections are assigned to predictions by the Hungarian algorithm on squared centroid distance,
   a pair farther apart than ``gate_px`` never matching. Confirmed tracks choose first, tentative
   tracks get what is left, so a burst of clutter cannot take a followed target's detection;
+- a confirmed track that was detected in the previous frame and found nothing within the gate
+  may then take a detection that no track wanted, up to ``jump_gate_px`` away: a pan-tilt camera
+  that slews to re-centre its target moves it 10-20 px in a frame (40 at 640 px wide), against
+  the filter's prediction. Only a track that just lost its target jumps, and only to what no other
+  track, confirmed or tentative, took: a target fading for frames never jumps onto clutter;
 - a detection that no track takes starts a *tentative* track. A tentative track is *confirmed*
   after ``confirm_hits`` detections and only then gets its id, so ids are dense (1, 2, 3...) and
   a one-frame false alarm never shows one. Detections of tentative tracks are reported with
@@ -77,6 +82,14 @@ class TrackerSettings(BaseModel):
         gt=0,
         description="Largest distance between a track's predicted position and a detection that "
         "can be linked; must exceed a target's motion in one frame (a new track has no velocity).",
+    )
+    jump_gate_px: float = Field(
+        default=48.0,
+        ge=0.0,
+        description="A confirmed track that was detected in the previous frame and finds no "
+        "detection within gate_px may take a detection no other track took up to this far from "
+        "its prediction (a camera that slews after its target moves it 10-20 px in a frame); "
+        "a value not above gate_px turns this off.",
     )
     measurement_noise_px: float = Field(
         default=1.0,
@@ -264,18 +277,13 @@ class PointTracker:
 
         assignments = [UNCONFIRMED] * len(points)
         free = list(range(len(points)))
-        for group in (
-            [t for t in self._tracks if t.track_id is not None],
-            [t for t in self._tracks if t.track_id is None],
-        ):
-            predicted = np.array([t.position for t in group]).reshape(-1, 2)
-            pairs = _associate(predicted, points[free], self.settings.gate_px)
-            for track_row, free_row in pairs:
-                detection = free[free_row]
-                self._correct(group[track_row], points[detection], now)
-                assignments[detection] = TrackAssignment(group[track_row].track_id)
-            taken = {free[free_row] for _, free_row in pairs}
-            free = [d for d in free if d not in taken]
+        confirmed = [t for t in self._tracks if t.track_id is not None]
+        tentative = [t for t in self._tracks if t.track_id is None]
+        free = self._assign(confirmed, points, free, self.settings.gate_px, now, assignments)
+        free = self._assign(tentative, points, free, self.settings.gate_px, now, assignments)
+        if self.settings.jump_gate_px > self.settings.gate_px:
+            jumped = [t for t in confirmed if t.last_hit < now and t.frames_missed(now) <= 1]
+            free = self._assign(jumped, points, free, self.settings.jump_gate_px, now, assignments)
 
         self._end_tracks(lambda track: track.frames_missed(now) > self._gap_limit(track))
         for detection in free[: max(0, self.settings.max_tracks - len(self._tracks))]:
@@ -299,6 +307,25 @@ class PointTracker:
         """
         self._end_tracks(lambda track: True)
         self._clock = _FrameClock()
+
+    def _assign(
+        self,
+        tracks: list[_Track],
+        points: np.ndarray,
+        free: list[int],
+        gate_px: float,
+        now: float,
+        assignments: list[TrackAssignment],
+    ) -> list[int]:
+        """Link ``tracks`` to the ``free`` detections within ``gate_px``; the detections left."""
+        predicted = np.array([t.position for t in tracks]).reshape(-1, 2)
+        pairs = _associate(predicted, points[free], gate_px)
+        for track_row, free_row in pairs:
+            detection = free[free_row]
+            self._correct(tracks[track_row], points[detection], now)
+            assignments[detection] = TrackAssignment(tracks[track_row].track_id)
+        taken = {free[free_row] for _, free_row in pairs}
+        return [d for d in free if d not in taken]
 
     def _gap_limit(self, track: _Track) -> int:
         if track.track_id is None:

@@ -3,6 +3,8 @@ streams. Trajectories are generated here; the assertions are about behaviour, no
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -181,3 +183,45 @@ def test_settings_reject_meaningless_values() -> None:
         TrackerSettings(confirm_hits=0)
     with pytest.raises(ValidationError):
         TrackerSettings(gate_px=-1.0)
+
+
+def slewed_path(frames: int, slew_at: int, slew: Point) -> list[Point]:
+    """A target drifting 2 px a frame that jumps by ``slew`` over two frames (a camera that
+    slews to re-centre it), then drifts on."""
+    path = straight_path((60.0, 40.0), (-2.0, 0.5), frames)
+    done = [min(max(t - slew_at + 1, 0), 2) / 2 for t in range(frames)]  # share of the slew
+    return [(x + slew[0] * f, y + slew[1] * f) for (x, y), f in zip(path, done, strict=True)]
+
+
+def test_a_confirmed_target_keeps_its_id_through_a_camera_slew() -> None:
+    path = slewed_path(20, slew_at=8, slew=(34.0, -6.0))  # 15 px a frame, the gate is 8
+    gate = TrackerSettings().gate_px
+    assert max(np.hypot(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(path)) > 1.5 * gate
+    with_jumps = ids_of(feed(PointTracker(TrackerSettings()), [[p] for p in path]))
+    without = ids_of(feed(PointTracker(TrackerSettings(jump_gate_px=0.0)), [[p] for p in path]))
+    confirm = TrackerSettings().confirm_hits
+    assert set(with_jumps[confirm - 1 :]) == {1}
+    assert len({i for i in without if i is not None}) >= 2  # the slew breaks the plain tracker
+
+
+def test_a_jump_never_takes_a_detection_from_a_track_within_the_normal_gate() -> None:
+    """Two confirmed targets 20 px apart; the first vanishes: its track must not jump onto the
+    second target, which its own track takes."""
+    tracker = PointTracker(TrackerSettings())
+    first = straight_path((50.0, 50.0), (1.0, 0.0), 12)
+    second = straight_path((50.0, 70.0), (1.0, 0.0), 12)
+    frames = [[a, b] for a, b in zip(first[:6], second[:6], strict=True)] + [
+        [b] for b in second[6:]
+    ]
+    result = feed(tracker, frames)
+    assert [frame[-1].track_id for frame in result[2:]] == [2] * 10
+    assert result[2][0].track_id == 1
+
+
+def test_only_a_track_detected_in_the_frame_before_may_jump() -> None:
+    """A target that faded for two frames is not matched to a far-away detection (clutter)."""
+    tracker = PointTracker(TrackerSettings())
+    path = straight_path((50.0, 50.0), (1.0, 0.0), 5)
+    feed(tracker, [[p] for p in path] + [[], []])
+    (assignment,) = tracker.update([(path[-1][0] + 20.0, 50.0)])
+    assert assignment.track_id is None  # a new tentative track, not track 1

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+import torch
 from service_support import noise_frame
 
 from models.std2net import StreamState
@@ -27,6 +28,14 @@ from service.settings import Settings
 pytestmark = pytest.mark.timeout(120)
 
 SIZE = 64
+# On CUDA the runtime's own results arrive late too (pinned buffers, events): the same checks.
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here"),
+    ),
+]
 
 
 class ScriptedQueue(FrameQueue):
@@ -128,12 +137,13 @@ def serve(
     pipeline: bool = True,
     failing_batches: frozenset[int] = frozenset(),
     model: str = "sd2net",
+    device: str = "cpu",
 ) -> tuple[list[tuple], ScriptedQueue]:
     """Run a worker (max_batch 2) over the scripted messages until it has answered every frame."""
     settings = Settings(
         models=[model],
         default_model=model,
-        device="cpu",
+        device=device,
         inference_backend="torch",
         warmup_sizes=[f"{SIZE}x{SIZE}"],
         max_batch=2,
@@ -190,10 +200,11 @@ def test_the_next_batch_is_submitted_before_the_one_before_is_answered():
     assert all(result.error_code is None for result in queue.results.values())
 
 
-def test_pipelined_answers_equal_unpipelined_answers():
+@pytest.mark.parametrize("device", DEVICES)
+def test_pipelined_answers_equal_unpipelined_answers(device: str):
     frames = [request(stream, seq) for seq in range(2) for stream in "abcd"]
-    pipelined = serve([frames[:4], frames[4:]])[1].results
-    serial_log, serial_queue = serve([frames[:4], frames[4:]], pipeline=False)
+    pipelined = serve([frames[:4], frames[4:]], device=device)[1].results
+    serial_log, serial_queue = serve([frames[:4], frames[4:]], pipeline=False, device=device)
     serial = serial_queue.results
     # Unpipelined: every batch is waited for and answered before the next is submitted.
     events = [event for event in serial_log if event[0] in ("submit", "result")]
@@ -215,10 +226,11 @@ def test_a_stream_in_flight_is_finished_before_its_next_frame_is_submitted():
     assert queue.results["a1"].error_code is None
 
 
-def test_std2net_windows_advance_in_order_under_the_pipeline():
+@pytest.mark.parametrize("device", DEVICES)
+def test_std2net_windows_advance_in_order_under_the_pipeline(device: str):
     frames = [[request(stream, seq, "std2net") for stream in "abcd"] for seq in range(3)]
-    pipelined = serve(frames, model="std2net")[1].results
-    serial = serve(frames, model="std2net", pipeline=False)[1].results
+    pipelined = serve(frames, model="std2net", device=device)[1].results
+    serial = serve(frames, model="std2net", pipeline=False, device=device)[1].results
     for request_id, result in serial.items():
         assert [d.component for d in pipelined[request_id].detections] == [
             d.component for d in result.detections
