@@ -585,6 +585,8 @@ def run_service_benchmark(
             "device": str(raw_runtime.device),
             "dtype": dtype,
             "max_in_flight": max_in_flight,
+            # the worker's pipeline (IRTRACK_PIPELINE, inherited by the service's processes)
+            "pipeline": raw_settings.pipeline,
             "client_processes": client_processes,
             "weights_dir": str(weights_dir) if weights_dir else None,
             # libgomp's default (spinning) stalls torch on a CPU shared with other processes
@@ -624,7 +626,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{config['model']} at {config['height']} x {config['width']}, frames from "
         f"{Path(config['frames']).name}, max batch {config['max_batch']}, at most "
         f"{config['max_in_flight']} frames in flight per stream, inference on "
-        f"{config['inference_backend']} ({config.get('dtype', 'float32')}), {weights_named([raw])}. Raw model (the service's ModelRuntime alone, same run, batch "
+        f"{config['inference_backend']} ({config.get('dtype', 'float32')}), worker pipeline "
+        f"{'on' if config.get('pipeline', True) else 'off'}, {weights_named([raw])}. Raw model (the service's ModelRuntime alone, same run, batch "
         f"{raw['batch']}, the faster of before and after the service rows): {raw['fps']:.2f} "
         f"frames/s ({raw['median_ms']:.1f} ms per batch; before {report['raw_before']['fps']:.2f}, "
         f"after {report['raw_after']['fps']:.2f}). OMP_WAIT_POLICY={config['omp_wait_policy'] or 'unset'}. "

@@ -7,7 +7,8 @@
 # Steps: the GPU tests; model throughput (fp32/fp16/bf16 eager; fp16/bf16 CUDA graphs and
 # channels_last); STD2Net cached streaming; the service at 640x512: saturation and the capacity
 # search (25-fps streams with p99 < 50 ms, nothing lost) for SD2Net and STD2Net, embedded queue
-# (the device machine has no redis-server). Each step has its own time limit, so one slow step
+# (the device machine has no redis-server); with the time left, SD2Net's again unpipelined.
+# Each step has its own time limit, so one slow step
 # costs its own results only, and results are packed after every step. Everything lands in
 # $OUT/gpu-results.tar.gz and $OUT/run.log.
 # SMOKE=1 bench/gpu/run.sh runs the same steps at toy sizes on this machine's CPU: a check of
@@ -75,5 +76,18 @@ step speed-fast-path 60 "${irtrack[@]}" bench models --device "$device" -m sd2ne
 step streaming 30 "${irtrack[@]}" bench streaming --device "$device" --dtype "$bench_half" \
     "${sizes[@]}" "${batches[@]}" --steps 20 --warmup 3 --max-window-mpx 60 \
     --json "$results/streaming-gpu.json" --markdown "$results/streaming-gpu.md"
+
+# With the time the steps above left (they often end before their limits): SD2Net's capacity
+# again with the worker's pipeline off, to show what overlapping post-processing with the next
+# batch gains. Skipped when under a minute is left of the device tool's 600 s.
+left=$((580 - SECONDS))
+if [ "$left" -ge 60 ]; then
+    step service-sd2net-serial "$left" env IRTRACK_PIPELINE=false "${irtrack[@]}" bench service \
+        --device "$device" --dtype "$half" --model sd2net --size "$service_size" "${service[@]}" \
+        --json "$results/service-gpu-sd2net-serial.json" \
+        --markdown "$results/service-gpu-sd2net-serial.md"
+else
+    echo "=== service-sd2net-serial: skipped, ${left}s left" | tee -a "$log"
+fi
 
 echo "results: $(ls "$results" | tr '\n' ' ')" | tee -a "$log"
