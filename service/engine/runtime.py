@@ -152,7 +152,7 @@ class ModelRuntime:
         }
         self.models: dict[str, LoadedModel] = {}
         self.on_cuda = self.device.type == "cuda"
-        self._pinned = PinnedBuffers() if self.on_cuda else None
+        self._pinned = PinnedBuffers()  # allocates on first use: on CUDA only
         self._next_slot = 0
         self._in_slot: list[PendingLogits | None] = [None] * PIPELINE_SLOTS
 
@@ -248,7 +248,7 @@ class ModelRuntime:
         if model.onnx is not None:
             (onnx_logits,) = model.onnx.run(None, {"frames": torch.cat(padded).numpy()})
             return PendingLogits(torch.from_numpy(onnx_logits), shapes)
-        if self._pinned is None:
+        if not self.on_cuda:
             batch = torch.cat(padded).to(device=self.device, dtype=self.dtype)
             return PendingLogits(self._forward(model, batch, states).cpu(), shapes)
         return self._submit_on_cuda(model, padded, shapes, states)
@@ -280,7 +280,6 @@ class ModelRuntime:
         batch can be read on the host while the next runs; a set is reused only once the batch
         that last used it has landed (its logits are then kept in memory of their own).
         """
-        assert self._pinned is not None
         slot = self._next_slot
         self._next_slot = (slot + 1) % PIPELINE_SLOTS
         if (previous := self._in_slot[slot]) is not None:
