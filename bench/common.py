@@ -18,7 +18,8 @@ from typing import Annotated, Any, TypeAlias
 import torch
 import typer
 
-from models.machine import cpu_model
+from evaluation.machine import cpu_model
+from frames.sizes import parse_size
 from models.weights import file_sha256
 
 DEFAULT_SIZES = ((256, 256), (512, 640))  # (H, W)
@@ -26,7 +27,7 @@ DEFAULT_BATCHES = (1, 8)
 
 SizesOption: TypeAlias = Annotated[
     list[str] | None,
-    typer.Option("--size", help="HEIGHTxWIDTH; repeat (default: 256x256, 512x640)."),
+    typer.Option("--frame-size", help="WIDTHxHEIGHT; repeat (default: 256x256, 640x512)."),
 ]
 BatchesOption: TypeAlias = Annotated[
     list[int] | None,
@@ -41,17 +42,8 @@ MarkdownOption: TypeAlias = Annotated[
 ]
 
 
-def parse_size(size: str) -> tuple[int, int]:
-    """'512x640' -> (512, 640): height first, as tensors are laid out."""
-    height, _, width = size.lower().partition("x")
-    try:
-        return int(height), int(width)
-    except ValueError:
-        raise ValueError(f"size must look like HEIGHTxWIDTH (e.g. 512x640), got {size!r}") from None
-
-
 def sizes_or_default(sizes: list[str] | None) -> Sequence[tuple[int, int]]:
-    """The ``--size`` options as (H, W), or the default sizes when none was given."""
+    """The ``--frame-size`` options as (H, W), or the default sizes when none was given."""
     return [parse_size(size) for size in sizes] if sizes else DEFAULT_SIZES
 
 

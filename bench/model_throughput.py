@@ -43,10 +43,10 @@ from bench.common import (
     synchronize,
     write_outputs,
 )
-from models import build_model, model_info
+from models.devices import to_channels_last
+from models.registry import build_model, model_info
 from models.std2net import STD2Net, StreamState, step_streams
-from service.engine.cuda_fast_path import GraphedForward
-from service.engine.runtime import to_channels_last
+from service.worker.cuda_fast_path import GraphedForward
 
 STREAMING = "std2net-stream"  # STD2Net's per-frame cost in a stream: cached ring, one backbone pass
 DEFAULT_MODELS = ("sd2net", "std2net", STREAMING, "lrrnet")
@@ -218,11 +218,11 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         "model forward only, eval mode, median of the timed runs; randomly initialised weights "
         "(speed does not depend on their values).",
         "",
-        "| model | device | dtype | mode | batch | H x W | runs | median ms / batch | frames/s |",
+        "| model | device | dtype | mode | batch | W x H | runs | median ms / batch | frames/s |",
         "|---|---|---|---|---:|---|---:|---:|---:|",
     ]
     for row in rows:
-        size = f"{row['height']} x {row['width']}"
+        size = f"{row['width']} x {row['height']}"
         head = (
             f"| {row['model']} | {row['device']} | {row['dtype']} | {row.get('mode', 'eager')} "
             f"| {row['batch']} | {size} |"

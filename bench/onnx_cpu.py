@@ -44,9 +44,9 @@ from bench.common import (
     weights_named,
     write_outputs,
 )
-from models import load_model, model_info
+from models.devices import to_channels_last
 from models.export import export_onnx, onnx_cpu_session
-from service.engine.runtime import to_channels_last
+from models.registry import load_model, model_info
 
 DEFAULT_MODELS = ("sd2net", "lrrnet")
 VARIANTS = ("torch", "torch-channels-last", "onnxruntime")
@@ -166,14 +166,14 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         "the timed runs (variants timed in turn); speed-up and max abs diff against `torch`; "
         f"random frames; {weights_named(rows)}.",
         "",
-        "| model | variant | batch | H x W | runs | median ms / batch | frames/s | speed-up | "
+        "| model | variant | batch | W x H | runs | median ms / batch | frames/s | speed-up | "
         "max abs diff |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['model']} | {row['variant']} | {row['batch']} | "
-            f"{row['height']} x {row['width']} | {row['runs']} | {row['median_ms']:.1f} | "
+            f"{row['width']} x {row['height']} | {row['runs']} | {row['median_ms']:.1f} | "
             f"{row['fps']:.2f} | {row['speedup']:.2f}x | {row['max_abs_diff']:.1e} |"
         )
     return "\n".join(lines) + "\n"

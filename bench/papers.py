@@ -76,13 +76,13 @@ def comparison_table() -> str:
         f"({gpu_name}; randomly initialised weights: speed does not depend on their values); the "
         "papers' as they report them.",
         "",
-        "| model | H x W | paper frames/s (GPU, source) | ours CPU fp32 | ours GPU fp32 eager | "
+        "| model | W x H | paper frames/s (GPU, source) | ours CPU fp32 | ours GPU fp32 eager | "
         "ours GPU fastest |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for paper in PAPER_SPEEDS:
         lines.append(
-            f"| {paper.model} | {paper.size[0]} x {paper.size[1]} | {paper.fps:.2f} "
+            f"| {paper.model} | {paper.size[1]} x {paper.size[0]} | {paper.fps:.2f} "
             f"({paper.gpu}, {paper.source}) | {_cell(_best(cpu, paper, dtype='fp32'))} | "
             f"{_cell(_best(gpu, paper, dtype='fp32', mode='eager'))} | "
             f"{_cell(_best(gpu, paper), describe=True)} |"

@@ -37,11 +37,11 @@ from bench.common import (
     write_outputs,
 )
 from bench.service_e2e import load_clip
-from models.postprocess import Component, detect_in_logits, find_components, sigmoid
-from models.preprocess import normalize_frame
+from frames.postprocess import Component, detect_in_logits, find_components, sigmoid
+from frames.preprocess import normalize_frame
 from service.codecs import encode_rle
-from service.engine.runtime import ModelRuntime
 from service.settings import Settings
+from service.worker.runtime import ModelRuntime
 
 PATHS = ("sigmoid", "logits")
 Detector = Callable[[np.ndarray], tuple[list[Component], dict[str, list[int]]]]
@@ -110,12 +110,12 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         "SD2Net logits of real frames; per frame: components + mask, median of the passes. Both "
         f"paths gave the same components and masks; {weights_named(rows)}.",
         "",
-        "| H x W | frames | targets / frame | sigmoid path ms | logits path ms | speed-up |",
+        "| W x H | frames | targets / frame | sigmoid path ms | logits path ms | speed-up |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['height']} x {row['width']} | {row['frames']} | "
+            f"| {row['width']} x {row['height']} | {row['frames']} | "
             f"{row['targets_per_frame']:.1f} | {row['sigmoid_ms']:.2f} | {row['logits_ms']:.2f} "
             f"| {row['speedup']:.1f}x |"
         )

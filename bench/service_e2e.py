@@ -40,7 +40,7 @@ the same frames):
   also run smaller batches than the raw reference (std2net 32x32, 2 streams: 0.53).
 - Done: ``OMP_WAIT_POLICY=PASSIVE`` (set before torch loads: images, dev.sh; or
   ``IRTRACK_TORCH_THREADS`` = cores - 1 where the service shares its cores); the sigmoid and
-  components (1.4 ms above) became ``models.postprocess.detect_in_logits``: thresholding in logit
+  components (1.4 ms above) became ``frames.postprocess.detect_in_logits``: thresholding in logit
   space and labelling the foreground's bounding box only (``irtrack bench postprocess``;
   docs/results/postprocess-cpu.md). The tracker (0.36 ms above) is now the largest
   per-frame cost outside the model.
@@ -77,17 +77,18 @@ from bench.common import (
     MarkdownOption,
     device_name,
     machine_info,
-    parse_size,
     weights_label,
     weights_named,
     write_outputs,
 )
 from bench.stream_clients import Arrival, StreamPlan, run_streams
 from clients.sources import open_source
-from models.paths import DATA_DIR, REPO_ROOT
+from data.paths import DATA_DIR, REPO_ROOT
+from frames.sizes import format_size, parse_size
+from models import MODEL_NAMES
 from models.std2net import StreamState
-from service.engine.runtime import ModelRuntime
-from service.settings import MODEL_NAMES, Settings
+from service.settings import Settings
+from service.worker.runtime import ModelRuntime
 
 BACKENDS = ("embedded", "redis")
 DEFAULT_STREAMS = (1, 4, 16)
@@ -196,7 +197,7 @@ def _irtrack(command: str, port: int) -> list[str]:
     return [
         sys.executable,
         "-c",
-        "from service.cli import app; app()",
+        "from cli.app import main; main()",
         command,
         "--port",
         str(port),
@@ -524,7 +525,7 @@ def run_service_benchmark(
         "IRTRACK_INFERENCE_BACKEND": inference,
         "IRTRACK_MODELS": model,
         "IRTRACK_DEFAULT_MODEL": model,
-        "IRTRACK_WARMUP_SIZES": f"{size[1]}x{size[0]}",
+        "IRTRACK_WARMUP_SIZES": format_size(*size),
         "IRTRACK_TORCH_THREADS": str(threads),
         "IRTRACK_MAX_BATCH": str(max_batch),
         "IRTRACK_MAX_STREAMS": str(max(DEFAULT_MAX_STREAMS, most_streams)),
@@ -623,7 +624,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines = [
         f"Measured {machine['date']} on {device_name(machine)} ({config['torch_threads']} torch "
         f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}: "
-        f"{config['model']} at {config['height']} x {config['width']}, frames from "
+        f"{config['model']} at {config['width']} x {config['height']}, frames from "
         f"{Path(config['frames']).name}, max batch {config['max_batch']}, at most "
         f"{config['max_in_flight']} frames in flight per stream, inference on "
         f"{config['inference_backend']} ({config.get('dtype', 'float32')}), worker pipeline "
@@ -685,7 +686,9 @@ def _number(value: float | None, spec: str) -> str:
 
 def bench_service(
     model: Annotated[str, typer.Option(help=f"one of {', '.join(MODEL_NAMES)}")] = "sd2net",
-    size: Annotated[str, typer.Option(help="HEIGHTxWIDTH of the frames.")] = "256x256",
+    size: Annotated[
+        str, typer.Option("--frame-size", help="WIDTHxHEIGHT of the frames.")
+    ] = "256x256",
     streams: Annotated[
         list[int] | None,
         typer.Option("--streams", "-n", help="Concurrent streams; repeat (default: 1, 4, 16)."),

@@ -40,7 +40,7 @@ from bench.common import (
     write_outputs,
 )
 from bench.model_throughput import DEFAULT_MAX_WINDOW_PIXELS, DTYPES
-from models import load_model
+from models.registry import load_model
 from models.std2net import STD2Net, StreamState, step_streams
 
 
@@ -167,12 +167,12 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         "(`step_streams`); recompute: the full model on the 5-frame window; random frames; "
         f"{weights_named(rows)}.",
         "",
-        "| H x W | batch | steps | cached ms / step | recompute ms / step | cached frames/s | "
+        "| W x H | batch | steps | cached ms / step | recompute ms / step | cached frames/s | "
         "recompute frames/s | speed-up | max abs diff |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        head = f"| {row['height']} x {row['width']} | {row['batch']} |"
+        head = f"| {row['width']} x {row['height']} | {row['batch']} |"
         if row["skipped"]:
             lines.append(f"{head} 0 | skipped: {row['skipped']} | - | - | - | - | - |")
         else:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from clients.live import FrameEvent
-from models.preprocess import normalize_frame
+from frames.preprocess import normalize_frame
 from service.schemas import Target
 
 TRAIL_LENGTH = 12  # centroids drawn behind a track

@@ -22,8 +22,9 @@ import json
 import queue
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -38,6 +39,7 @@ from service.schemas import ModelInfo, ModelList, Result, StreamInfo, StreamList
 Image = np.ndarray | bytes | Path  # pixels (sent raw) or an encoded PNG/TIFF/JPEG file
 Model = TypeVar("Model", bound=BaseModel)
 Item = TypeVar("Item")
+Answer = TypeVar("Answer")
 
 
 class IrtrackError(Exception):
@@ -51,6 +53,68 @@ class IrtrackError(Exception):
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s  # given with 429 and 503
+
+
+@dataclass(frozen=True)
+class _Call(Generic[Answer]):
+    """One REST call, described once and sent by either client: the request and how its
+    response is read (so the blocking and the asyncio client cannot drift apart)."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], Answer]
+    request: dict[str, Any] = field(default_factory=dict)  # httpx's params= and content=
+
+    @staticmethod
+    def ready() -> _Call[bool]:
+        return _Call("GET", "/readyz", lambda response: response.status_code == 200)
+
+    @staticmethod
+    def models() -> _Call[list[ModelInfo]]:
+        return _Call("GET", "/v1/models", lambda response: _parse(response, ModelList).models)
+
+    @staticmethod
+    def detect(image: Image, model: str | None, mask: bool) -> _Call[Result]:
+        params, content = _frame_request(image, model=model, mask=mask)
+        return _Call(
+            "POST",
+            "/v1/detect",
+            lambda response: _parse(response, Result),
+            {"params": params, "content": content},
+        )
+
+    @staticmethod
+    def send_frame(
+        stream_id: str,
+        image: Image,
+        model: str | None,
+        seq: int | None,
+        timestamp: float | None,
+        mask: bool,
+    ) -> _Call[Result]:
+        params, content = _frame_request(image, model, mask, seq, timestamp)
+        return _Call(
+            "POST",
+            _stream_path(stream_id, "/frames"),
+            lambda response: _parse(response, Result),
+            {"params": params, "content": content},
+        )
+
+    @staticmethod
+    def streams() -> _Call[list[StreamInfo]]:
+        return _Call("GET", "/v1/streams", lambda response: _parse(response, StreamList).streams)
+
+    @staticmethod
+    def stream_info(stream_id: str) -> _Call[StreamInfo | None]:
+        return _Call(
+            "GET",
+            _stream_path(stream_id),
+            lambda response: None if response.status_code == 404 else _parse(response, StreamInfo),
+        )
+
+    @staticmethod
+    def delete_stream(stream_id: str) -> _Call[None]:
+        return _Call("DELETE", _stream_path(stream_id), _raise_for_error)
 
 
 class AsyncClient:
@@ -77,15 +141,14 @@ class AsyncClient:
 
     async def ready(self) -> bool:
         """Whether the service is loaded, warmed up and able to take frames."""
-        return (await self._http.get("/readyz")).status_code == 200
+        return await self._call(_Call.ready())
 
     async def models(self) -> list[ModelInfo]:
-        return _parse(await self._http.get("/v1/models"), ModelList).models
+        return await self._call(_Call.models())
 
     async def detect(self, image: Image, *, model: str | None = None, mask: bool = False) -> Result:
         """One image, stateless (no window, no tracker)."""
-        params, content = _frame_request(image, model=model, mask=mask)
-        return _parse(await self._http.post("/v1/detect", params=params, content=content), Result)
+        return await self._call(_Call.detect(image, model, mask))
 
     async def send_frame(
         self,
@@ -98,20 +161,20 @@ class AsyncClient:
         mask: bool = False,
     ) -> Result:
         """One frame of a stream over REST (its window and tracker are used and updated)."""
-        params, content = _frame_request(image, model, mask, seq, timestamp)
-        path = _stream_path(stream_id, "/frames")
-        return _parse(await self._http.post(path, params=params, content=content), Result)
+        return await self._call(_Call.send_frame(stream_id, image, model, seq, timestamp, mask))
 
     async def streams(self) -> list[StreamInfo]:
-        return _parse(await self._http.get("/v1/streams"), StreamList).streams
+        return await self._call(_Call.streams())
 
     async def stream_info(self, stream_id: str) -> StreamInfo | None:
         """The stream's state and counters; None if the service has no such stream."""
-        response = await self._http.get(_stream_path(stream_id))
-        return None if response.status_code == 404 else _parse(response, StreamInfo)
+        return await self._call(_Call.stream_info(stream_id))
 
     async def delete_stream(self, stream_id: str) -> None:
-        _raise_for_error(await self._http.delete(_stream_path(stream_id)))
+        await self._call(_Call.delete_stream(stream_id))
+
+    async def _call(self, call: _Call[Answer]) -> Answer:
+        return call.parse(await self._http.request(call.method, call.path, **call.request))
 
     def stream(
         self,
@@ -194,14 +257,13 @@ class Client:
         self._http.close()
 
     def ready(self) -> bool:
-        return self._http.get("/readyz").status_code == 200
+        return self._call(_Call.ready())
 
     def models(self) -> list[ModelInfo]:
-        return _parse(self._http.get("/v1/models"), ModelList).models
+        return self._call(_Call.models())
 
     def detect(self, image: Image, *, model: str | None = None, mask: bool = False) -> Result:
-        params, content = _frame_request(image, model=model, mask=mask)
-        return _parse(self._http.post("/v1/detect", params=params, content=content), Result)
+        return self._call(_Call.detect(image, model, mask))
 
     def send_frame(
         self,
@@ -213,19 +275,19 @@ class Client:
         timestamp: float | None = None,
         mask: bool = False,
     ) -> Result:
-        params, content = _frame_request(image, model, mask, seq, timestamp)
-        path = _stream_path(stream_id, "/frames")
-        return _parse(self._http.post(path, params=params, content=content), Result)
+        return self._call(_Call.send_frame(stream_id, image, model, seq, timestamp, mask))
 
     def streams(self) -> list[StreamInfo]:
-        return _parse(self._http.get("/v1/streams"), StreamList).streams
+        return self._call(_Call.streams())
 
     def stream_info(self, stream_id: str) -> StreamInfo | None:
-        response = self._http.get(_stream_path(stream_id))
-        return None if response.status_code == 404 else _parse(response, StreamInfo)
+        return self._call(_Call.stream_info(stream_id))
 
     def delete_stream(self, stream_id: str) -> None:
-        _raise_for_error(self._http.delete(_stream_path(stream_id)))
+        self._call(_Call.delete_stream(stream_id))
+
+    def _call(self, call: _Call[Answer]) -> Answer:
+        return call.parse(self._http.request(call.method, call.path, **call.request))
 
     def stream(
         self, stream_id: str, frames: Iterable[np.ndarray], **options: Any

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.preprocess import to_gray
+from frames.preprocess import to_gray
 
 IMAGE_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm"})
 STREAM_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")

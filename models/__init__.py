@@ -1,5 +1,7 @@
-"""Infrared small-target detectors (SD2Net, STD2Net, LRRNet) and everything around them."""
+"""The detectors: SD2Net, STD2Net and LRRNet, their registry, padding, weights files and export.
 
-from models.registry import MODEL_INFO, ModelInfo, build_model, load_model, model_info
+Importing this package loads nothing heavy: the model names are here for torch-free callers (the
+API side's settings); ``models.registry`` and the model modules import torch.
+"""
 
-__all__ = ["MODEL_INFO", "ModelInfo", "build_model", "load_model", "model_info"]
+MODEL_NAMES = ("sd2net", "std2net", "lrrnet")

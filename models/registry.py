@@ -6,10 +6,9 @@ from pathlib import Path
 from torch import nn
 
 from models.lrrnet import LRRNet
-from models.paths import WEIGHTS_DIR
 from models.sd2net import SD2Net
 from models.std2net import STD2Net
-from models.weights import load_weights
+from models.weights import WEIGHTS_DIR, load_weights
 
 
 @dataclass(frozen=True)

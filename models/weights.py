@@ -8,6 +8,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # the shipped files and their cards
+
 
 def save_weights(
     model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None

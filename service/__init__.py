@@ -1,4 +1,5 @@
-"""The irtrack service: API, engine, tracker, command line.
+"""The irtrack service: settings, the app and its routes, the engine's API side, the workers and
+the transport between them.
 
 Imported before torch by the ``irtrack`` entry point, so this is where the OpenMP wait policy is
 chosen: libgomp's default spin-waits between parallel regions, which on a CPU shared with the

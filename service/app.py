@@ -17,14 +17,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from service.engine.engine import Engine
-from service.engine.redis_queue import RedisFrameQueue
-from service.engine.remote import RemoteWorkers
+from service.api.engine import Engine
 from service.errors import ServiceError
 from service.metrics import ServiceMetrics
 from service.routes import detectors, frames, health, live, streams, viewer, watch
 from service.routes.deps import require_api_key
 from service.settings import Settings
+from service.transport.queue import InProcessQueue
+from service.transport.redis_queue import RedisFrameQueue
+from service.transport.remote import RemoteWorkers
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _engine(settings: Settings) -> Engine:
-    """Embedded (the models on a thread of this process) or scale-out (workers behind Redis)."""
+    """The one place where the mode is chosen: embedded (the models on a thread of this process,
+    frames through an in-process queue) or scale-out (``irtrack worker`` processes behind Redis,
+    and then this process never imports torch)."""
     metrics = ServiceMetrics()
     if settings.redis_url is None:
-        return Engine(settings, metrics)
-    queue = RedisFrameQueue(settings)
-    return Engine(settings, metrics, queue, RemoteWorkers(queue, settings, metrics))
+        from service.worker.embedded import embedded_worker  # loads torch: embedded mode only
+
+        embedded_queue = InProcessQueue()
+        return Engine(
+            settings, metrics, embedded_queue, embedded_worker(embedded_queue, settings, metrics)
+        )
+    redis_queue = RedisFrameQueue(settings)
+    return Engine(settings, metrics, redis_queue, RemoteWorkers(redis_queue, settings, metrics))
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -5,7 +5,7 @@ Accepted frames:
   with ``cv2.imdecode(IMREAD_UNCHANGED)`` so 16-bit PNG/TIFF stay 16-bit;
 - raw little-endian uint8/uint16 pixels, row-major, when the caller gives width and height.
 Colour images (3 or 4 channels, e.g. thermal video exported as gray-in-RGB) are accepted and
-converted to one channel with ``models.preprocess.to_gray``; other pixel types (float, int16,
+converted to one channel with ``frames.preprocess.to_gray``; other pixel types (float, int16,
 1-bit) are rejected with 415.
 
 Limits are checked *before* decoding: the dimensions are read from the PNG/TIFF/JPEG header, so a
@@ -21,7 +21,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from models.preprocess import to_gray
+from frames.preprocess import to_gray
 from service.errors import BadFrame, TooLarge, UnsupportedFormat
 
 RawDtype = Literal["uint8", "uint16"]

@@ -14,9 +14,9 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.tracking import TrackerSettings
-
-MODEL_NAMES = ("sd2net", "std2net", "lrrnet")
+from frames.sizes import parse_size
+from frames.tracking import TrackerSettings
+from models import MODEL_NAMES
 
 
 class Settings(BaseSettings):
@@ -204,12 +204,3 @@ class Settings(BaseSettings):
     def warmup_shapes(self) -> list[tuple[int, int]]:
         """The warm-up sizes as (height, width)."""
         return [parse_size(size) for size in self.warmup_sizes]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x512"`` (width x height, the way cameras name sizes) -> ``(512, 640)`` = (H, W)."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT, e.g. 640x512")
-    width, height = (int(p) for p in parts)
-    return height, width

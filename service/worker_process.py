@@ -25,13 +25,13 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.engine.redis_queue import RedisFrameQueue
-from service.engine.redis_worker import RedisWorkerPump
-from service.engine.runtime import ModelRuntime
-from service.engine.worker import InferenceWorker
 from service.metrics import ServiceMetrics
 from service.server import uvicorn_config
 from service.settings import Settings
+from service.transport.redis_queue import RedisFrameQueue
+from service.worker.redis_pump import RedisWorkerPump
+from service.worker.runtime import ModelRuntime
+from service.worker.worker import InferenceWorker
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.paths import DATA_DIR, GOLDEN_DIR
+from data.paths import DATA_DIR, GOLDEN_DIR
 
 torch.manual_seed(0)
 

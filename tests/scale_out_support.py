@@ -106,7 +106,7 @@ class ServiceProcess:
             [
                 sys.executable,
                 "-c",
-                "from service.cli import app; app()",
+                "from cli.app import main; main()",
                 command,
                 "--port",
                 str(self.port),

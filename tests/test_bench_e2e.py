@@ -22,7 +22,7 @@ from bench.service_e2e import (
     synthetic_clip,
 )
 from bench.streaming import bench_streaming
-from models.paths import DATA_DIR
+from data.paths import DATA_DIR
 
 
 @pytest.fixture(autouse=True)

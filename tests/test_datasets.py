@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.datasets import HOLDOUT_FRACTION, IRSTDDataset, list_split, read_gray, read_mask
-from models.paths import DATA_DIR
+from data.datasets import HOLDOUT_FRACTION, IRSTDDataset, list_split, read_gray, read_mask
+from data.paths import DATA_DIR
 
 NUDT = DATA_DIR / "nudt-sirst"
 SIRST_V2 = DATA_DIR / "sirst-v2"

@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from cli_support import irtrack
 from conftest import require_path
-from typer.testing import CliRunner
 
-from service.cli import app
-from service.demo import DEMO_CLIP, VIDEO_DIR
+from cli.demo import DEMO_CLIP, VIDEO_DIR
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,9 +21,7 @@ def run_demo(monkeypatch: pytest.MonkeyPatch, jump_gate_px: float | None) -> tup
     require_path(VIDEO_DIR / DEMO_CLIP, "the demo's thermal clip")
     if jump_gate_px is not None:
         monkeypatch.setenv("IRTRACK_TRACKER__JUMP_GATE_PX", str(jump_gate_px))
-    outcome = CliRunner().invoke(
-        app, ["demo", "--quiet", "--frames", str(FRAMES), "--max-width", "240"]
-    )
+    outcome = irtrack(["demo", "--quiet", "--frames", str(FRAMES), "--max-width", "240"])
     assert outcome.exit_code == 0, outcome.output
     summary = re.search(r"(\d+) results, .* (\d+) confirmed tracks?$", outcome.output, re.M)
     assert summary is not None, outcome.output

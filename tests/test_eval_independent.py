@@ -1,6 +1,6 @@
 """``irtrack eval`` agrees with an independent re-implementation of the metrics.
 
-The re-implementation below shares no code with ``models.metrics``/``models.postprocess``: scipy's
+The re-implementation below shares no code with ``evaluation.metrics``/``frames.postprocess``: scipy's
 ``ndimage.label`` with a full 3x3 structure for 8-connectivity, ``center_of_mass`` for centroids,
 plain loops for the greedy matching, masks and split names read directly from disk. It rescores
 the probability PNGs that ``irtrack eval`` saved (``--save-pred``) and must give the same figures as
@@ -20,12 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from cli_support import irtrack
 from scipy import ndimage
-from typer.testing import CliRunner
 
-from models import MODEL_INFO
-from models.paths import DATA_DIR
-from service.cli import app
+from data.paths import DATA_DIR
+from models.registry import MODEL_INFO
 
 NUDT = DATA_DIR / "nudt-sirst"
 SIRST_V2 = DATA_DIR / "sirst-v2"
@@ -99,7 +98,7 @@ def assert_record_matches(record: dict, independent: dict[str, float]) -> None:
 
 
 def run_eval(args: list[str]) -> None:
-    result = CliRunner().invoke(app, ["eval", *args])
+    result = irtrack(["eval", *args])
     assert result.exit_code == 0, result.output
 
 

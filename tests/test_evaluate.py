@@ -4,15 +4,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from cli_support import irtrack
 
-from models import MODEL_INFO
-from models.evaluate import read_probability_png, save_probability_png
-from service.cli import app
+from evaluation.images import read_probability_png, save_probability_png
+from models.registry import MODEL_INFO
 
 
 def run_eval(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["eval", *args])
+    result = irtrack(["eval", *args])
     return result.exit_code, result.output
 
 

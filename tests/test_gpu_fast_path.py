@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.datasets import list_split, read_gray
-from models.postprocess import detect_in_logits, find_components, sigmoid
-from models.preprocess import normalize_frame
-from service.engine.cuda_fast_path import GraphedForward, batch_buckets, bucket_for
-from service.engine.runtime import ModelRuntime
+from data.datasets import list_split, read_gray
+from frames.postprocess import detect_in_logits, find_components, sigmoid
+from frames.preprocess import normalize_frame
 from service.settings import Settings
+from service.worker.cuda_fast_path import GraphedForward, batch_buckets, bucket_for
+from service.worker.runtime import ModelRuntime
 
 # Reduced precision vs fp32 on real test frames, shipped weights (README "GPU fast path"): at
 # least this share of fp32's targets is found within MATCH_PX by the reduced-precision run and

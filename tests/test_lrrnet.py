@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from data.paths import GOLDEN_DIR
 from models.lrrnet import LRRNet, convert_reference_state_dict
-from models.paths import GOLDEN_DIR
 
 LRRNET_GOLDEN = GOLDEN_DIR / "lrrnet"
 REFERENCE_PARAMETER_COUNT = 3_454_994  # shared/specs/lrrnet.md §0 and the paper's 3.45M

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from models.metrics import FA_UNIT, ROC_FA_LIMIT, SegmentationMetrics, plot_roc, roc_area
+from evaluation.metrics import FA_UNIT, ROC_FA_LIMIT, SegmentationMetrics, plot_roc, roc_area
 
 
 def _two_targets_one_hit_one_false_alarm() -> tuple[np.ndarray, np.ndarray]:

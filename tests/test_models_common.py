@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import MODEL_INFO, build_model, load_model
+from models import MODEL_NAMES
 from models.export import export_onnx, onnx_max_difference
 from models.padding import crop_to, pad_to_multiple, padded_size, run_padded
+from models.registry import MODEL_INFO, build_model, load_model
 from models.weights import (
     file_sha256,
     initialize_from,
@@ -15,6 +16,10 @@ from models.weights import (
     read_metadata,
     save_weights,
 )
+
+
+def test_the_torch_free_model_names_are_the_registrys():
+    assert tuple(MODEL_INFO) == MODEL_NAMES
 
 
 @pytest.mark.parametrize("name", list(MODEL_INFO))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models.postprocess import (
+from frames.postprocess import (
     Component,
     centroids_and_areas,
     find_components,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from models.preprocess import (
+from frames.preprocess import (
     AGC_HIGH_PERCENTILE,
     AGC_LOW_PERCENTILE,
     normalize_frame,

@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 
-from models.postprocess import Component
-from service.engine.messages import Detection, FrameRequest, FrameResult, StreamRelease
-from service.engine.redis_wire import (
+from frames.postprocess import Component
+from service.transport.messages import Detection, FrameRequest, FrameResult, StreamRelease
+from service.transport.redis_wire import (
     decode_release,
     decode_request,
     decode_result,
@@ -79,9 +79,7 @@ def test_a_release_is_told_apart_from_a_frame() -> None:
 def test_shards_agree_between_processes_and_spread_streams() -> None:
     ids = [f"cam-{n}" for n in range(200)]
     here = [shard_of(stream_id, 16) for stream_id in ids]
-    script = (
-        f"from service.engine.redis_wire import shard_of;print([shard_of(i, 16) for i in {ids!r}])"
-    )
+    script = f"from service.transport.redis_wire import shard_of;print([shard_of(i, 16) for i in {ids!r}])"
     # Another interpreter, with another hash seed: Python's hash() would differ, CRC-32 does not.
     there = subprocess.run(
         [sys.executable, "-c", script],

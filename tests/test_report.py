@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from models import build_model
-from models.report import accuracy_table, weights_card
+from evaluation.report import accuracy_table, weights_card
+from models.registry import build_model
 from models.weights import save_weights
 
 

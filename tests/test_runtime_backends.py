@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from bench.service_e2e import synthetic_clip
-from models import load_model, model_info
+from evaluation.metrics import DEFAULT_THRESHOLD
+from frames.postprocess import find_components, sigmoid
+from frames.preprocess import normalize_frame
 from models.export import export_onnx, onnx_cpu_session
-from models.metrics import DEFAULT_THRESHOLD
-from models.postprocess import find_components, sigmoid
-from models.preprocess import normalize_frame
-from service.engine.runtime import ModelRuntime
+from models.registry import load_model, model_info
 from service.settings import Settings
+from service.worker.runtime import ModelRuntime
 
 TOLERANCE = 1e-4  # max |logit difference| between ONNX Runtime and torch, float32 on a CPU
 

@@ -42,11 +42,11 @@ from service_support import (
     send_frame,
 )
 
-from models import load_model
+from frames.postprocess import sigmoid
 from models.padding import run_padded
-from models.postprocess import sigmoid
+from models.registry import load_model
 from service.codecs import decode_rle
-from service.engine.redis_wire import shard_of
+from service.transport.redis_wire import shard_of
 
 pytestmark = pytest.mark.timeout(300)
 

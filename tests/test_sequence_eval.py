@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from models.paths import DATA_DIR
-from models.sequence_eval import eval_sequences, pd_at_matched_false_alarms, score_clips
-from models.synthesis import Sequence, SequenceConfig, TargetState
+from data.paths import DATA_DIR
+from data.synthesis import Sequence, SequenceConfig, TargetState
+from evaluation.sequences import eval_sequences, pd_at_matched_false_alarms, score_clips
 
 
 def test_matched_pd_is_the_best_threshold_within_each_false_alarm_limit() -> None:

@@ -19,9 +19,9 @@ from service_support import (
     send_frame,
 )
 
-from models import load_model
+from frames.postprocess import find_components, sigmoid
 from models.padding import run_padded
-from models.postprocess import find_components, sigmoid
+from models.registry import load_model
 from service.codecs import decode_rle
 
 pytestmark = pytest.mark.timeout(300)

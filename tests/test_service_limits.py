@@ -34,7 +34,7 @@ def marked(frame: np.ndarray) -> np.ndarray:
 
 def slow_and_fallible(app) -> None:
     """Make the model slower than the clients (so queues fill) and fail on marked frames."""
-    runtime = app.state.engine.runtime
+    runtime = app.state.engine.worker.runtime
     submit = runtime.submit
 
     def slowed(model, frames, states=None):
@@ -161,7 +161,7 @@ def test_readiness_is_503_until_the_models_are_warm():
     warm_up_may_finish = threading.Event()
 
     def hold_warm_up(app):
-        runtime = app.state.engine.runtime
+        runtime = app.state.engine.worker.runtime
         warm_up = runtime.warm_up
 
         def held():

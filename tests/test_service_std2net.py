@@ -8,8 +8,8 @@ import pytest
 import torch
 from service_support import exchange, noise_frame, running_server
 
-from models import build_model, load_model
-from models.postprocess import find_components, sigmoid
+from frames.postprocess import find_components, sigmoid
+from models.registry import build_model, load_model
 from models.std2net import StreamState, step_streams
 from models.weights import file_sha256, save_weights
 from service.codecs import decode_rle

@@ -13,11 +13,11 @@ import pytest
 from conftest import require_path
 from service_support import exchange, running_server
 
-from models.metrics import MATCH_DISTANCE
-from models.paths import DATA_DIR
+from data.paths import DATA_DIR
+from data.synthesis import SequenceConfig, SequenceSource, synthesize_sequence
+from evaluation.metrics import MATCH_DISTANCE
+from frames.tracking import TrackerSettings
 from models.registry import model_info
-from models.synthesis import SequenceConfig, SequenceSource, synthesize_sequence
-from service.tracking import TrackerSettings
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -12,12 +12,12 @@ import pytest
 from pydantic import ValidationError
 
 from service.codecs import FrameLimits, RawLayout, decode_frame, decode_rle, encode_rle
-from service.engine.batcher import DRAIN_ALL, Batcher
-from service.engine.messages import FrameRequest
-from service.engine.worker import _rounds_without_repeated_streams
 from service.errors import BadFrame, Overloaded, TooLarge, UnsupportedFormat
 from service.metrics import FrameCounters, ServiceMetrics
 from service.settings import Settings
+from service.transport.messages import FrameRequest
+from service.worker.batcher import DRAIN_ALL, Batcher
+from service.worker.worker import _rounds_without_repeated_streams
 
 LIMITS = FrameLimits(max_body_bytes=1 << 20, max_frame_pixels=512 * 512)
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from models.paths import WEIGHTS_DIR
-from models.report import FLOOR_METRICS, FLOORS_FILE, floor_figures
-from models.weights import file_sha256
+from evaluation.report import FLOOR_METRICS, FLOORS_FILE, floor_figures
+from models.weights import WEIGHTS_DIR, file_sha256
 
 FLOORS = json.loads(FLOORS_FILE.read_text()) if FLOORS_FILE.exists() else {}
 

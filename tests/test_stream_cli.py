@@ -6,12 +6,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from cli_support import irtrack
 from service_support import noise_frame, running_server
-from typer.testing import CliRunner
 
 from clients.sources import open_source
-from models.paths import DATA_DIR
-from service.cli import app
+from data.paths import DATA_DIR
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,7 +27,7 @@ def server():
 
 
 def run_stream(*args):
-    result = CliRunner().invoke(app, ["stream", *map(str, args)])
+    result = irtrack(["stream", *map(str, args)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result.output
 
@@ -96,6 +95,6 @@ def test_a_folder_of_16_bit_images_is_streamed_as_16_bit(server, tmp_path):
 
 def test_an_unreachable_server_fails_with_a_message(tmp_path):
     cv2.imwrite(str(tmp_path / "0.png"), noise_frame(16, 16, seed=0))
-    result = CliRunner().invoke(app, ["stream", str(tmp_path), "--server", "http://127.0.0.1:9"])
+    result = irtrack(["stream", str(tmp_path), "--server", "http://127.0.0.1:9"])
     assert result.exit_code == 1
     assert "stream failed: cannot connect" in result.output

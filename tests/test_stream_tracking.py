@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from service.engine.messages import FrameRequest
-from service.engine.stream_state import StreamStates
-from service.tracking import PointTracker, TrackerSettings
+from frames.tracking import PointTracker, TrackerSettings
+from service.transport.messages import FrameRequest
+from service.worker.stream_state import StreamStates
 
 SETTINGS = TrackerSettings(confirm_hits=2, max_gap=3)
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from models.paths import DATA_DIR
-from models.synthesis import (
+from data.paths import DATA_DIR
+from data.synthesis import (
     EVAL_SCENARIOS,
     WINDOW,
     SequenceConfig,

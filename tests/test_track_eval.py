@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from models.metrics import MATCH_DISTANCE
-from models.paths import DATA_DIR
-from models.synthesis import Sequence, SequenceConfig, TargetState
-from service.track_eval import (
+from data.paths import DATA_DIR
+from data.synthesis import Sequence, SequenceConfig, TargetState
+from evaluation.metrics import MATCH_DISTANCE
+from evaluation.tracks import (
     MASKS,
     TrackPoint,
     accumulate,
@@ -23,7 +23,7 @@ from service.track_eval import (
     mask_detector,
     summarize,
 )
-from service.tracking import TrackerSettings
+from frames.tracking import TrackerSettings
 
 
 def two_walkers(frames: int) -> list[list[TrackPoint]]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from service.tracking import PointTracker, TrackAssignment, TrackerSettings
+from frames.tracking import PointTracker, TrackAssignment, TrackerSettings
 
 Point = tuple[float, float]
 

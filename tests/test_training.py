@@ -8,21 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models import build_model
-from models.paths import DATA_DIR
-from models.training import (
-    BEST_WEIGHTS,
-    CHECKPOINT,
-    LOG,
-    TrainConfig,
-    lrrnet_loss,
-    multistep_schedule,
-    poly_schedule,
-    soft_iou_loss,
-    step_schedule,
-    train,
-)
+from data.paths import DATA_DIR
+from models.registry import build_model
 from models.weights import load_weights
+from training.checkpoints import CHECKPOINT
+from training.config import TrainConfig
+from training.loop import BEST_WEIGHTS, LOG, train
+from training.losses import lrrnet_loss, soft_iou_loss
+from training.recipes import multistep_schedule, poly_schedule, step_schedule
 
 needs_data = pytest.mark.skipif(
     not (DATA_DIR / "nudt-sirst").is_dir() or not (DATA_DIR / "sirst-v2").is_dir(),

@@ -14,9 +14,9 @@ import torch
 from service_support import noise_frame, running_server
 
 from clients import Client, FrameEvent
-from models import load_model
+from frames.postprocess import find_components, sigmoid
 from models.padding import run_padded
-from models.postprocess import find_components, sigmoid
+from models.registry import load_model
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.options import Options  # noqa: E402

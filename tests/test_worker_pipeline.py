@@ -18,12 +18,12 @@ import torch
 from service_support import noise_frame
 
 from models.std2net import StreamState
-from service.engine.messages import FrameRequest, FrameResult, StreamRelease
-from service.engine.queue import FrameQueue, WorkerMessage
-from service.engine.runtime import ModelRuntime, PendingLogits
-from service.engine.worker import InferenceWorker
 from service.metrics import ServiceMetrics
 from service.settings import Settings
+from service.transport.messages import FrameRequest, FrameResult, StreamRelease
+from service.transport.queue import FrameQueue, WorkerMessage
+from service.worker.runtime import ModelRuntime, PendingLogits
+from service.worker.worker import InferenceWorker
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -32,13 +32,13 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if [ "${SMOKE:-0}" = 1 ]; then
     # fp32 streaming: bf16 is emulated (slow) on a CPU without native bf16 (AVX2 only)
     py=.venv/bin/python device=cpu half=bfloat16 bench_half=fp32
-    sizes=(--size 32x32) service_size=32x32 batches=(--batch 1 --batch 2)
+    sizes=(--frame-size 32x32) service_size=32x32 batches=(--batch 1 --batch 2)
     dtypes=(--dtype fp32 --dtype bf16) fast=(--dtype bf16 --mode channels-last)
     service=(--seconds 1.5 --warmup 0.5 -n 2 --fps 0 --capacity-fps 5 --p99-limit 5000
              --max-capacity-streams 2 --max-batch 2 --threads 1 --client-processes 2)
 else
     py=python3 device=cuda half=float16 bench_half=fp16
-    sizes=(--size 256x256 --size 512x512 --size 512x640) service_size=512x640
+    sizes=(--frame-size 256x256 --frame-size 512x512 --frame-size 640x512) service_size=640x512
     batches=(--batch 1 --batch 8 --batch 32)
     dtypes=(--dtype fp32 --dtype fp16 --dtype bf16) fast=(--dtype fp16 --dtype bf16
             --mode cuda-graph --mode channels-last)
@@ -46,7 +46,7 @@ else
              --max-capacity-streams 256 --max-batch 32)
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv >>"$log" 2>&1
 fi
-irtrack=("$py" -c "from service.cli import app; app()")
+irtrack=("$py" -c "from cli.app import main; main()")
 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, its output in the log, then
     # pack every result so far: if the device tool stops the command, what finished comes back
@@ -66,7 +66,7 @@ step speed 110 "${irtrack[@]}" bench models --device "$device" "${sizes[@]}" "${
     --json "$results/speed-gpu.json" --markdown "$results/speed-gpu.md"
 for model in sd2net std2net; do
     step "service-$model" 150 "${irtrack[@]}" bench service --device "$device" --dtype "$half" \
-        --model "$model" --size "$service_size" "${service[@]}" \
+        --model "$model" --frame-size "$service_size" "${service[@]}" \
         --json "$results/service-gpu-$model.json" --markdown "$results/service-gpu-$model.md"
 done
 step speed-fast-path 60 "${irtrack[@]}" bench models --device "$device" -m sd2net -m lrrnet -m std2net \
@@ -83,7 +83,7 @@ step streaming 30 "${irtrack[@]}" bench streaming --device "$device" --dtype "$b
 left=$((580 - SECONDS))
 if [ "$left" -ge 60 ]; then
     step service-sd2net-serial "$left" env IRTRACK_PIPELINE=false "${irtrack[@]}" bench service \
-        --device "$device" --dtype "$half" --model sd2net --size "$service_size" "${service[@]}" \
+        --device "$device" --dtype "$half" --model sd2net --frame-size "$service_size" "${service[@]}" \
         --json "$results/service-gpu-sd2net-serial.json" \
         --markdown "$results/service-gpu-sd2net-serial.md"
 else

@@ -12,8 +12,8 @@ from fastapi import Depends, Header, Query, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection, Request
 
+from service.api.engine import Engine
 from service.codecs import FrameLimits, RawLayout, decode_frame
-from service.engine.engine import Engine
 from service.errors import Forbidden, InvalidParameter, ServiceError, TooLarge, Unauthorized
 from service.settings import Settings
 

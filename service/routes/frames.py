@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from service.engine.engine import raise_for_outcome
+from service.api.engine import raise_for_outcome
 from service.routes import render
 from service.routes.deps import STREAM_ID_PATTERN, EngineDep, FrameQuery, read_frame
 from service.schemas import Error, Result

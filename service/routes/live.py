@@ -21,10 +21,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.api.engine import Engine
+from service.api.sessions import StreamSession
 from service.codecs import decode_frame
-from service.engine.engine import Engine
-from service.engine.messages import Answer
-from service.engine.streams import StreamSession
 from service.errors import InvalidParameter, ServiceError
 from service.routes import render
 from service.routes.deps import (
@@ -33,6 +32,7 @@ from service.routes.deps import (
     raw_layout,
     refuse_handshake,
 )
+from service.transport.messages import Answer
 
 router = APIRouter(tags=["live"])
 

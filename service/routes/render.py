@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.engine.messages import Answer, FrameDropped, FrameResult
 from service.errors import ServiceError
 from service.schemas import (
     BBox,
@@ -17,6 +16,7 @@ from service.schemas import (
     Result,
     Target,
 )
+from service.transport.messages import Answer, FrameDropped, FrameResult
 
 
 def result(answer: Answer, frame_result: FrameResult) -> Result:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from service.engine.streams import StreamSession
+from service.api.sessions import StreamSession
 from service.routes.deps import STREAM_ID_PATTERN, EngineDep
 from service.schemas import Error, FrameCounters, StreamInfo, StreamList, Track
 

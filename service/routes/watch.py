@@ -23,14 +23,14 @@ import cv2
 import numpy as np
 from fastapi import APIRouter, Query, WebSocket
 
-from models.preprocess import normalize_frame
-from service.engine.engine import Engine
-from service.engine.messages import Answer, FrameDropped
-from service.engine.watchers import Watcher
+from frames.preprocess import normalize_frame
+from service.api.engine import Engine
+from service.api.watchers import Watcher
 from service.errors import ServiceError
 from service.routes import render
 from service.routes.deps import check_stream_handshake, refuse_handshake
 from service.schemas import Preview, WatchedResult
+from service.transport.messages import Answer, FrameDropped
 
 router = APIRouter(tags=["live"])
 

@@ -1,0 +1,202 @@
+"""Single-frame infrared datasets with pixel masks: NUDT-SIRST and SIRST-v2 (``../shared/data``).
+
+Both share one layout: ``images/<name>.png``, ``masks/<name>.png`` (0 / 255) and
+``splits/<split>.txt`` with one name per line (without extension here; a listed ``.png`` suffix is
+accepted too).
+
+Splits. ``"test"`` is the published test list and is for the final report only: model
+selection must never look at it. ``"val"`` is ``splits/val.txt`` where the dataset has one
+(SIRST-v2); where it has none (NUDT-SIRST), ``"val"`` is a fixed 10% holdout of ``train.txt``,
+drawn with ``HOLDOUT_SEED`` (a module constant, not an argument, so that every run holds out the
+same images), and ``"train"`` is the rest of ``train.txt``. ``"train_full"`` is the whole of
+``train.txt`` (the published training list, for a final run once the recipe is chosen).
+
+Images. The files are 8-bit PNGs in gray, RGB, RGBA or palette modes: each is read unchanged and
+reduced to one channel with ``frames.preprocess.to_gray`` (BT.601 luma, PIL's ``convert("L")``
+within one grey level), then scaled by ``frames.preprocess.normalize_frame`` (uint8 / 255), the
+very functions the service applies to its frames. OpenCV's ``IMREAD_GRAYSCALE`` is not used: its
+libpng conversion differs from ``cvtColor`` by up to 3 grey levels on SIRST-v2's colour files.
+Masks are target where the value is > 127.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypedDict
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from frames.preprocess import normalize_frame, to_gray
+
+IMAGE_DATASETS = ("nudt-sirst", "sirst-v2")  # folders of DATA_DIR with images, masks, splits
+SPLITS = ("train", "val", "test", "train_full")
+HOLDOUT_SEED = 0
+HOLDOUT_FRACTION = 0.1
+
+
+class Sample(TypedDict):
+    image: torch.Tensor  # float32 (1, H, W) in [0, 1]
+    mask: torch.Tensor  # float32 (1, H, W) in {0, 1}
+    name: str  # image name without extension, e.g. "000001"
+
+
+def _read_split_file(dataset_dir: Path, split_file: str) -> list[str]:
+    path = dataset_dir / "splits" / split_file
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [name if name.endswith(".png") else f"{name}.png" for name in names]
+
+
+def _holdout(names: list[str]) -> tuple[list[str], list[str]]:
+    """Split a training list into (train, val) with the fixed seeded holdout; order kept."""
+    held_out_count = round(len(names) * HOLDOUT_FRACTION)
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(len(names))
+    held_out = set(order[:held_out_count].tolist())
+    train = [name for i, name in enumerate(names) if i not in held_out]
+    val = [name for i, name in enumerate(names) if i in held_out]
+    return train, val
+
+
+def list_split(dataset_dir: Path | str, split: str) -> list[str]:
+    """Image file names (``"<name>.png"``) of ``split`` in the dataset; see the module docstring."""
+    dataset_dir = Path(dataset_dir)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split == "test":
+        return _read_split_file(dataset_dir, "test.txt")
+    train_full = _read_split_file(dataset_dir, "train.txt")
+    if split == "train_full":
+        return train_full
+    if (dataset_dir / "splits" / "val.txt").exists():
+        return train_full if split == "train" else _read_split_file(dataset_dir, "val.txt")
+    train, val = _holdout(train_full)
+    return train if split == "train" else val
+
+
+def read_gray(path: Path | str) -> np.ndarray:
+    """An image file as one channel (H, W) in its own bit depth (uint8 for the shared data)."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FileNotFoundError(f"cannot read image {path}")
+    return to_gray(image)
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """A mask file as bool (H, W): target where the value is > 127."""
+    return read_gray(path) > 127
+
+
+class IRSTDDataset(Dataset[Sample]):
+    """Images and masks of one split; native size unless ``resize`` is given.
+
+    ``resize`` (training only: evaluation runs native sizes padded by ``models.padding``) scales to
+    ``resize x resize``, image bilinear and mask nearest, as the papers' training code does. Note
+    that nearest downscaling can drop a 1-2 px target from the mask.
+    ``augment`` applies a random horizontal flip, vertical flip and transpose, drawn from
+    ``(seed, epoch, index)`` so that a run is reproducible whatever the number of loader workers;
+    call ``set_epoch`` each epoch to draw new ones.
+    ``jitter`` (training only) changes the frame's gain (x0.75..1.25), offset (+-0.1) and adds
+    Gaussian sensor noise (sigma 0..0.02), clipped to [0, 1]: other cameras calibrate and amplify
+    differently. Drawn from ``(seed, epoch, index)`` too.
+    ``crop`` (training only) cuts a random ``crop x crop`` window at native scale (after ``resize``
+    if both are given), centred near a random target pixel three times in four so that few-pixel
+    targets are seen at the size the service sees them; frames smaller than the crop are padded
+    by edge replication (mask padded with background). Drawn from ``(seed, epoch, index)`` too.
+    """
+
+    def __init__(
+        self,
+        dataset_dir: Path | str,
+        split: str,
+        resize: int | None = None,
+        augment: bool = False,
+        seed: int = 0,
+        crop: int | None = None,
+        jitter: bool = False,
+    ) -> None:
+        self.dataset_dir = Path(dataset_dir)
+        self.split = split
+        self.file_names = list_split(self.dataset_dir, split)
+        self.resize = resize
+        self.augment = augment
+        self.seed = seed
+        self.crop = crop
+        self.jitter = jitter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The native-size (gray image, bool mask) pair, as stored on disk."""
+        file_name = self.file_names[index]
+        image = read_gray(self.dataset_dir / "images" / file_name)
+        mask = read_mask(self.dataset_dir / "masks" / file_name)
+        if image.shape != mask.shape:
+            raise ValueError(f"{file_name}: image {image.shape} and mask {mask.shape} differ")
+        return image, mask
+
+    def __getitem__(self, index: int) -> Sample:
+        gray, bool_mask = self.load(index)
+        image: np.ndarray = normalize_frame(gray)
+        mask: np.ndarray = bool_mask.astype(np.float32)
+        if self.resize is not None:
+            size = (self.resize, self.resize)
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        if self.crop is not None:
+            image, mask = self._crop(image, mask, index, self.crop)
+        if self.augment:
+            image, mask = self._augment(image, mask, index)
+        if self.jitter:
+            image = self._jitter(image, index)
+        return Sample(
+            image=torch.from_numpy(np.ascontiguousarray(image))[None],
+            mask=torch.from_numpy(np.ascontiguousarray(mask))[None],
+            name=Path(self.file_names[index]).stem,
+        )
+
+    def _augment(
+        self, image: np.ndarray, mask: np.ndarray, index: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        flip_h, flip_v, transpose = np.random.default_rng((self.seed, self.epoch, index)).random(3)
+        if flip_h < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        if flip_v < 0.5:
+            image, mask = image[::-1], mask[::-1]
+        if transpose < 0.5:
+            image, mask = image.T, mask.T
+        return image, mask
+
+    def _jitter(self, image: np.ndarray, index: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, self.epoch, index, 2))
+        gain, offset, sigma = rng.uniform(0.75, 1.25), rng.uniform(-0.1, 0.1), rng.uniform(0, 0.02)
+        noise = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(sigma)
+        jittered = image * np.float32(gain) + np.float32(offset) + noise
+        return np.clip(jittered, 0.0, 1.0, out=jittered)
+
+    def _crop(
+        self, image: np.ndarray, mask: np.ndarray, index: int, size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        pad_rows, pad_cols = max(size - image.shape[0], 0), max(size - image.shape[1], 0)
+        if pad_rows or pad_cols:
+            image = np.pad(image, ((0, pad_rows), (0, pad_cols)), mode="edge")
+            mask = np.pad(mask, ((0, pad_rows), (0, pad_cols)))
+        rng = np.random.default_rng((self.seed, self.epoch, index, 1))
+        height, width = image.shape
+        rows, cols = np.nonzero(mask)
+        if len(rows) and rng.random() < 0.75:
+            pick = rng.integers(len(rows))
+            top = rows[pick] - size // 2 + rng.integers(-size // 4, size // 4 + 1)
+            left = cols[pick] - size // 2 + rng.integers(-size // 4, size // 4 + 1)
+        else:
+            top, left = rng.integers(height - size + 1), rng.integers(width - size + 1)
+        top = int(np.clip(top, 0, height - size))
+        left = int(np.clip(left, 0, width - size))
+        window = (slice(top, top + size), slice(left, left + size))
+        return image[window], mask[window]

@@ -1,0 +1,1 @@
+"""Scoring detectors and trackers on the shared data: metrics, evaluations and their reports."""

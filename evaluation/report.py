@@ -1,0 +1,204 @@
+"""Accuracy tables and weights cards, written from ``irtrack eval`` JSON and weights metadata.
+
+Every figure comes from a file a command wrote: the test-split figures from ``irtrack eval --json``,
+the training facts (dataset, epochs, validation score, commit) from the metadata that
+``irtrack train`` stores in the safetensors file. The papers' figures are quoted beside ours.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from data.paths import DATA_DIR
+from data.synthesis import SEQUENCE_DATA, fixed_eval_set
+from evaluation.images import evaluate
+from evaluation.sequences import evaluate_on_clips
+from evaluation.sequences import markdown_table as sequence_table
+from models.weights import WEIGHTS_DIR, file_sha256, read_metadata
+
+# Published test figures (NUDT-SIRST, the papers' 50/50 split): SD2Net from Hu et al. 2026 (Table
+# of single-frame results, mIoU only), LRRNet from Zhang et al. 2025 (IoU / nIoU / Pd / Fa).
+PAPER_FIGURES: dict[tuple[str, str], dict[str, float]] = {
+    ("sd2net", "nudt-sirst"): {"mIoU": 95.13},
+    ("lrrnet", "nudt-sirst"): {"mIoU": 96.37, "nIoU": 96.72, "Pd": 99.34, "Fa": 0.20},
+}
+COLUMNS = (("mIoU", "{:.2f}"), ("nIoU", "{:.2f}"), ("Pd", "{:.2f}"), ("Fa", "{:.2f}"))
+
+report_app = typer.Typer(help="Accuracy tables, weights cards and regression floors.")
+
+FLOORS_FILE = WEIGHTS_DIR / "regression_floors.json"
+FLOOR_SLICE = 24  # first test images of the weights' dataset
+FLOOR_CLIP_LENGTH = 12  # frames of each fixed sequence clip, for sequence-trained weights
+FLOOR_MARGIN = 0.98  # a floor is 98% of the figure measured when the weights were shipped
+FLOOR_METRICS = ("mIoU", "Pd")
+
+
+def _training_facts(weights: str) -> dict[str, Any]:
+    """What the weights file says about its training (empty for files without metadata)."""
+    path = Path(weights)
+    if not path.exists():
+        return {}
+    metadata = read_metadata(path)
+    hyper = json.loads(metadata.get("hyper", "{}"))
+    return {**metadata, "hyper": hyper}
+
+
+def _figure(value: float | None, template: str) -> str:
+    return "-" if value is None else template.format(value)
+
+
+def accuracy_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: one row per eval result, the paper's figures on a row under it where published."""
+    header = "| model | test set | images | " + " | ".join(
+        f"{name}{' (1e-6)' if name == 'Fa' else ' %'}" for name, _ in COLUMNS
+    )
+    lines = [
+        header + " | FA objects / frame | training |",
+        "|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|---|",
+    ]
+    for result in results:
+        facts = _training_facts(result["weights"])
+        hyper = facts.get("hyper", {})
+        training = (
+            f"{facts.get('dataset', '?')} train, best val epoch {facts.get('epoch', '?')} of "
+            f"{hyper.get('epochs', '?')} planned, {facts.get('date', '?')[:10]}"
+            if facts
+            else "untrained"
+        )
+        cells = [_figure(result[name], template) for name, template in COLUMNS]
+        lines.append(
+            f"| {result['model']} (ours) | {result['dataset']} {result['split']} | "
+            f"{result['images']} | {' | '.join(cells)} | {result['fa_per_frame']:.3f} | "
+            f"{training} |"
+        )
+        paper = PAPER_FIGURES.get((result["model"], result["dataset"]))
+        if paper:
+            cells = [_figure(paper.get(name), template) for name, template in COLUMNS]
+            lines.append(
+                f"| {result['model']} (paper) | {result['dataset']} test | | {' | '.join(cells)} "
+                "| - | published (best epoch picked on the test split) |"
+            )
+    machines = sorted({r["machine"] for r in results})
+    dates = sorted({r["date"][:10] for r in results})
+    weights = ", ".join(
+        f"`{Path(r['weights']).name}` ({r['weights_sha256'][:12]})" for r in results
+    )
+    footer = (
+        f"\nWritten by `irtrack report accuracy` from `irtrack eval --json` output; evaluated "
+        f"{', '.join(dates)} on {'; '.join(machines)}; threshold 0.5; weights {weights}.\n"
+    )
+    return "\n".join(lines) + "\n" + footer
+
+
+def _training_data(facts: dict[str, Any]) -> str:
+    dataset = facts.get("dataset", "?")
+    if dataset == SEQUENCE_DATA:
+        return (
+            "sequences synthesized from the nudt-sirst and sirst-v2 train splits "
+            "(`data.synthesis`; model selection on fixed val-split clips, never on test)"
+        )
+    return f"`{dataset}` train split (model selection on its val split, never on test)"
+
+
+def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
+    """A weights file's card: what it is, how it was trained, what it scores on the test data.
+
+    ``results`` are ``irtrack eval --json`` records (test splits of image datasets) and/or
+    ``irtrack eval-sequences --json`` reports (the fixed synthesized clips).
+    """
+    facts = _training_facts(str(weights))
+    hyper = facts.get("hyper", {})
+    lines = [
+        f"# {weights.name}",
+        "",
+        f"- model: `{facts.get('model', '?')}`; training data: {_training_data(facts)}",
+        f"- recipe: {json.dumps(hyper, sort_keys=True)}",
+        f"- kept epoch {facts.get('epoch', '?')} (best val mIoU {facts.get('val_mIoU', '?')}) of "
+        f"{hyper.get('epochs', '?')} planned; trained {facts.get('date', '?')}, commit "
+        f"`{facts.get('git_commit', '?')}`",
+    ]
+    images = [result for result in results if "models" not in result]
+    sequences = [result for result in results if "models" in result]
+    if images:
+        lines += ["", "## Test figures (`irtrack eval`)", "", accuracy_table(images)]
+    for report in sequences:
+        lines += ["", "## Sequence figures (`irtrack eval-sequences`)", "", sequence_table(report)]
+    return "\n".join(lines) + "\n"
+
+
+def _load(paths: list[Path]) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in paths]
+
+
+@report_app.command("accuracy")
+def accuracy_command(
+    eval_json: list[Path] = typer.Option(..., "--eval", help="irtrack eval --json output"),
+    markdown: Path = typer.Option(..., help="write the table here"),
+) -> None:
+    """Accuracy table with the papers' figures beside ours."""
+    table = accuracy_table(_load(eval_json))
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    markdown.write_text(table)
+    typer.echo(table)
+
+
+@report_app.command("card")
+def card_command(
+    weights: Path = typer.Option(..., help="a safetensors file written by irtrack train"),
+    eval_json: list[Path] = typer.Option(
+        ..., "--eval", help="irtrack eval --json or irtrack eval-sequences --json output"
+    ),
+) -> None:
+    """Write <weights>.md beside the weights file."""
+    card = weights.with_suffix(".md")
+    card.write_text(weights_card(weights, _load(eval_json)))
+    typer.echo(f"wrote {card}")
+
+
+def floor_figures(
+    entry: dict[str, Any], weights: Path, data_dir: Path = DATA_DIR
+) -> dict[str, Any]:
+    """The figures a floor guards, measured on the entry's slice: the first ``images`` test
+    images of an image dataset, or the fixed sequence clips cut to ``clip_length`` frames."""
+    if entry["dataset"] == SEQUENCE_DATA:
+        clips = fixed_eval_set(length=entry["clip_length"], data_dir=data_dir)
+        return evaluate_on_clips(entry["model"], clips, weights)
+    return evaluate(
+        data_dir / entry["dataset"], "test", entry["model"], weights, limit=entry["images"]
+    )
+
+
+def measure_floors(
+    weights_dir: Path = WEIGHTS_DIR, data_dir: Path = DATA_DIR, images: int = FLOOR_SLICE
+) -> dict[str, dict[str, Any]]:
+    """Score every shipped weights file on a slice of the test data it was trained for; floors
+    just under those figures guard the weights and the preprocessing."""
+    floors: dict[str, dict[str, Any]] = {}
+    for weights in sorted(weights_dir.glob("*.safetensors")):
+        facts = _training_facts(str(weights))
+        entry: dict[str, Any] = {"model": facts["model"], "dataset": facts["dataset"]}
+        if facts["dataset"] == SEQUENCE_DATA:
+            entry["clip_length"] = FLOOR_CLIP_LENGTH
+        else:
+            entry["images"] = images
+        result = floor_figures(entry, weights, data_dir)
+        floors[weights.name] = {
+            **entry,
+            "weights_sha256": file_sha256(weights),
+            "measured": {name: result[name] for name in FLOOR_METRICS},
+            "floor": {name: result[name] * FLOOR_MARGIN for name in FLOOR_METRICS},
+        }
+    return floors
+
+
+@report_app.command("floors")
+def floors_command(
+    out: Path = typer.Option(FLOORS_FILE, help="where the regression test reads the floors"),
+) -> None:
+    """Measure the shipped weights on a slice of their test split; write regression floors."""
+    floors = measure_floors()
+    out.write_text(json.dumps(floors, indent=2) + "\n")
+    for name, entry in floors.items():
+        typer.echo(f"{name}: measured {entry['measured']}, floor {entry['floor']}")

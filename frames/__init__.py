@@ -1,0 +1,1 @@
+"""Frame arithmetic without torch: normalisation, post-processing to targets, tracking, sizes."""

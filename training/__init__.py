@@ -1,0 +1,1 @@
+"""Training the detectors: the papers' recipes and losses, the resumable loop, checkpoints."""

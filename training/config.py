@@ -1,0 +1,144 @@
+"""A training run's options, and the resolved hyper-parameters that fix its trajectory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from data.datasets import IMAGE_DATASETS
+from data.paths import DATA_DIR
+from data.synthesis import SEQUENCE_DATA
+from models.registry import model_info
+from training.recipes import RECIPES, SCHEDULES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run as asked for; ``None`` means "the model's recipe" (or, on resume, "as
+    the checkpoint was trained")."""
+
+    model: str
+    data: str
+    out: Path
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    size: int | None = None
+    crop: int | None = (
+        None  # native-scale random crops (and native-size validation) instead of resize
+    )
+    seed: int | None = None
+    augment: bool | None = None  # random flips/transpose; the papers use none on these datasets
+    jitter: bool | None = None  # random gain, offset and sensor noise (datasets.IRSTDDataset)
+    schedule: str | None = None  # a name of SCHEDULES; default: the paper's
+    warmup_epochs: int | None = None  # linear lr warm-up over this many epochs (default 0)
+    ema: float | None = None  # decay of an exponential moving average of the weights (validated)
+    limit: int | None = None  # first N images of each split (smoke runs and tests)
+    epoch_size: int | None = None  # synthesized windows per epoch (sequences only)
+    device: str = "auto"
+    amp: bool | None = None  # default: on with CUDA
+    workers: int | None = None  # default: 0 on CPU (cached data is cheap), 4 with CUDA
+    threads: int | None = None  # torch CPU threads; default: all cores (os.cpu_count())
+    compile: bool = False  # torch.compile the training step (~2 min once; ~1.4x on this CPU)
+    channels_last: bool = False  # NHWC weights and batches (faster convolutions on CPU)
+    resume: bool = False
+    max_minutes: float | None = None
+    checkpoint_minutes: float = 5.0
+    val_every: int = 1
+    val_sequence_length: int = 20  # frames per validation sequence (8 scenarios)
+    stop_after_iterations: int | None = None  # stop (with a checkpoint) after this many in total
+    init_weights: Path | None = (
+        None  # a fresh run starts from these (models.weights.initialize_from)
+    )
+    data_dir: Path = DATA_DIR
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """The resolved choices that determine the training trajectory (stored in checkpoints)."""
+
+    model: str
+    data: str
+    epochs: int
+    batch_size: int
+    lr: float
+    size: int
+    seed: int
+    augment: bool
+    limit: int | None
+    epoch_size: int | None
+    crop: int | None = None  # added after the first runs: absent in their checkpoints
+    jitter: bool = False  # these four added in session 5: absent in older checkpoints
+    schedule: str | None = None  # None: the recipe's
+    warmup_epochs: int = 0
+    ema: float | None = None
+
+
+TRAJECTORY_FIELDS = tuple(f.name for f in fields(Hyper))
+DEFAULT_EPOCH_SIZE = 2000
+
+
+def lr_factor(hyper: Hyper, epoch: int, iteration: int, iterations: int) -> float:
+    """The base lr's multiplier at a global iteration: the chosen (or the paper's) schedule, times
+    a linear ramp over the first ``warmup_epochs``."""
+    schedule = SCHEDULES[hyper.schedule] if hyper.schedule else RECIPES[hyper.model].schedule
+    factor = schedule(epoch, iteration, hyper.epochs, iterations)
+    warmup = hyper.warmup_epochs * iterations
+    return factor * min(1.0, (iteration + 1) / warmup) if warmup else factor
+
+
+def resolve(config: TrainConfig, stored: Hyper | None = None) -> Hyper:
+    """Fill unset options from a resumed checkpoint, else from the recipe; refuse to resume with
+    an option that would change the trajectory."""
+    if config.model not in RECIPES:
+        raise ValueError(f"unknown model {config.model!r}; known: {', '.join(RECIPES)}")
+    sequences = config.data == SEQUENCE_DATA
+    if (config.model == "std2net") != sequences:
+        raise ValueError(
+            f"{config.model} trains on "
+            + (
+                f"--data {SEQUENCE_DATA}"
+                if config.model == "std2net"
+                else "--data nudt-sirst|sirst-v2"
+            )
+        )
+    if not sequences and config.data not in IMAGE_DATASETS:
+        raise ValueError(f"unknown data {config.data!r}; known: {(*IMAGE_DATASETS, SEQUENCE_DATA)}")
+    recipe = RECIPES[config.model]
+    defaults = Hyper(
+        model=config.model,
+        data=config.data,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        size=recipe.size,
+        seed=recipe.seed,
+        augment=False,
+        limit=None,
+        crop=None,
+        epoch_size=DEFAULT_EPOCH_SIZE if sequences else None,
+    )
+    base = stored or defaults
+    chosen = {name: getattr(config, name) for name in TRAJECTORY_FIELDS}
+    if stored is not None:
+        changed = [
+            f"{name}={value!r} (checkpoint: {getattr(stored, name)!r})"
+            for name, value in chosen.items()
+            if value is not None and value != getattr(stored, name)
+        ]
+        if changed:
+            raise ValueError(
+                "cannot resume with a different trajectory: "
+                + ", ".join(changed)
+                + "; drop those options or train into a new --out"
+            )
+    hyper = replace(base, **{k: v for k, v in chosen.items() if v is not None})
+    if hyper.schedule is not None and hyper.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {hyper.schedule!r}; known: {', '.join(SCHEDULES)}")
+    if hyper.ema is not None and not 0.0 < hyper.ema < 1.0:
+        raise ValueError(f"--ema is a decay in (0, 1), got {hyper.ema}")
+    multiple = model_info(hyper.model).size_multiple
+    for option, value in (("size", hyper.size), ("crop", hyper.crop or multiple)):
+        if value % multiple:
+            raise ValueError(f"--{option} must be a multiple of {multiple} for {hyper.model}")
+    return hyper

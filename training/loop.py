@@ -1,0 +1,278 @@
+"""Training of the three detectors with their papers' recipes, resumable in short slices.
+
+``irtrack train --model sd2net --data nudt-sirst --out runs/sd2net`` trains with the recipe of the
+model's paper (:data:`RECIPES`); every option overrides one ingredient. What a run writes in OUT:
+
+- ``last.ckpt`` (safetensors: weights, optimizer tensors, RNG states) + ``last.ckpt.json``
+  (everything else: epoch, iteration, best metric, optimizer layout, RNG scalars, the resolved
+  hyper-parameters). Written every epoch and every ``checkpoint_minutes``; nothing is pickled, so
+  a checkpoint from anywhere can be loaded safely. ``--resume`` continues exactly: the epoch's
+  batch order, each sample's augmentation and synthesized clip, the lr and all RNG states are pure
+  functions of (seed, epoch, index) or restored, so an interrupted run ends with the same
+  parameters as an uninterrupted one (on the same device and thread count).
+- ``best.safetensors``: weights only (``models.weights``), the epoch with the best mIoU on the
+  VAL split (never test), with metadata (model, data, split, epoch, val mIoU, date, commit).
+- ``log.jsonl``: one line per epoch (loss, lr, seconds, val metrics).
+
+``--max-minutes`` stops cleanly after a checkpoint, so long trainings run as a chain of slices.
+
+Validation runs at the training size (images resized like the training images); the published
+protocol (native sizes, test split) is ``irtrack eval``'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sized
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from data.paths import REPO_ROOT
+from evaluation.images import score_samples
+from models.devices import autocast, resolve_device, to_channels_last
+from models.registry import build_model
+from models.weights import initialize_from, save_weights
+from training.batches import build_datasets, epoch_batches, set_dataset_epoch
+from training.checkpoints import (
+    CHECKPOINT,
+    Progress,
+    read_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from training.config import Hyper, TrainConfig, lr_factor, resolve
+from training.recipes import RECIPES, TrainStep
+
+BEST_WEIGHTS = "best.safetensors"
+LOG = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a call of :func:`train` ended."""
+
+    finished: bool  # all epochs done (else paused by --max-minutes / stop_after_iterations)
+    epoch: int
+    iteration: int
+    best_metric: float | None
+    out: Path
+
+
+def git_commit() -> str:
+    """HEAD of the repository, with "-dirty" when tracked files differ; "unknown" outside git."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Run (or continue) training until done, ``max_minutes`` or ``stop_after_iterations``.
+
+    Uses ``config.threads`` torch threads (default: every core) and restores the caller's count.
+    """
+    callers_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+    try:
+        return _train(config)
+    finally:
+        torch.set_num_threads(callers_threads)
+
+
+def _train(config: TrainConfig) -> TrainResult:
+    started = time.monotonic()
+    out = Path(config.out)
+    has_checkpoint = (out / CHECKPOINT).exists()
+    if has_checkpoint and not config.resume:
+        raise FileExistsError(f"{out / CHECKPOINT} exists: pass --resume, or choose another --out")
+    checkpoint = read_checkpoint(out) if config.resume and has_checkpoint else None
+    out.mkdir(parents=True, exist_ok=True)
+    hyper = resolve(config, Hyper(**checkpoint[1]["hyper"]) if checkpoint else None)
+    device = resolve_device(config.device)
+    amp = device.type == "cuda" if config.amp is None else config.amp
+    workers = config.workers if config.workers is not None else (4 if device.type == "cuda" else 0)
+
+    torch.manual_seed(hyper.seed)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = build_model(hyper.model).to(device).train()
+    if config.channels_last:
+        to_channels_last(model)
+    recipe = RECIPES[hyper.model]
+    optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr, betas=recipe.betas)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    progress = Progress()
+    if checkpoint is None and config.init_weights is not None:
+        initialised = initialize_from(model, config.init_weights)
+        tqdm.write(f"initialised {len(initialised)} tensors from {config.init_weights}")
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(hyper.ema), use_buffers=True)
+        if hyper.ema is not None
+        else None
+    )
+    if checkpoint is not None:
+        progress = restore_checkpoint(*checkpoint, model, optimizer, scaler, ema)
+        tqdm.write(f"resumed {out} at epoch {progress.epoch}, iteration {progress.iteration}")
+    step = cast(TrainStep, torch.compile(recipe.step)) if config.compile else recipe.step
+    validated = ema.module if ema is not None else model
+
+    train_set, val_set = build_datasets(hyper, config)
+    train_count = len(cast(Sized, train_set))
+    batches_per_epoch = len(epoch_batches(train_count, hyper.batch_size, hyper.seed, 0))
+    last_save = time.monotonic()
+
+    def save() -> None:
+        nonlocal last_save
+        save_checkpoint(out, hyper, progress, model, optimizer, scaler, ema)
+        last_save = time.monotonic()
+
+    def paused() -> bool:
+        out_of_iterations = (
+            config.stop_after_iterations is not None
+            and progress.iteration >= config.stop_after_iterations
+        )
+        out_of_time = (
+            config.max_minutes is not None and time.monotonic() - started >= 60 * config.max_minutes
+        )
+        return out_of_iterations or out_of_time
+
+    while progress.epoch < hyper.epochs:
+        epoch = progress.epoch
+        done_in_epoch = progress.iteration - epoch * batches_per_epoch
+        batches = epoch_batches(train_count, hyper.batch_size, hyper.seed, epoch)
+        set_dataset_epoch(train_set, epoch)
+        loader = DataLoader(
+            train_set,
+            batch_sampler=batches[done_in_epoch:],
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            # the loader draws its workers' base seed from this, not from the global RNG
+            generator=torch.Generator().manual_seed(hyper.seed * 100_003 + epoch),
+        )
+        bar = tqdm(
+            _timed(loader, progress),
+            total=batches_per_epoch,
+            initial=done_in_epoch,
+            desc=f"{hyper.model} epoch {epoch + 1}/{hyper.epochs}",
+            dynamic_ncols=True,
+        )
+        for batch in bar:
+            lr = hyper.lr * lr_factor(hyper, epoch, progress.iteration, batches_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            image = batch["image"].to(device, non_blocking=True, memory_format=memory_format)
+            mask = batch["mask"].to(device, non_blocking=True, memory_format=memory_format)
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                loss = step(model, image, mask)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
+            progress.iteration += 1
+            progress.epoch_loss_sum += loss.item()
+            progress.epoch_batches += 1
+            bar.set_postfix(
+                loss=f"{progress.epoch_loss_sum / progress.epoch_batches:.4f}", lr=f"{lr:.2e}"
+            )
+            if paused():
+                bar.close()
+                save()
+                return _result(False, progress, out)
+            if time.monotonic() - last_save >= 60 * config.checkpoint_minutes:
+                save()
+        bar.close()
+        lr = optimizer.param_groups[0]["lr"]
+        _finish_epoch(progress, hyper, config, validated, val_set, device, amp, out, lr)
+        save()
+        if progress.epoch < hyper.epochs and paused():
+            return _result(False, progress, out)
+    return _result(True, progress, out)
+
+
+def _timed(loader: DataLoader, progress: Progress) -> Iterator[dict[str, Any]]:
+    """Yield the loader's batches, adding the time spent (loading + training) to the epoch."""
+    tick = time.monotonic()
+    for batch in loader:
+        yield batch
+        now = time.monotonic()
+        progress.epoch_seconds += now - tick
+        tick = now
+
+
+def _finish_epoch(
+    progress: Progress,
+    hyper: Hyper,
+    config: TrainConfig,
+    model: nn.Module,
+    val_set: Dataset,
+    device: torch.device,
+    amp: bool,
+    out: Path,
+    lr: float,
+) -> None:
+    """Validate (every ``val_every`` epochs and after the last), keep the best weights, log."""
+    progress.epoch += 1
+    entry: dict[str, Any] = {
+        "epoch": progress.epoch,
+        "iteration": progress.iteration,
+        "loss": progress.epoch_loss_sum / max(progress.epoch_batches, 1),
+        "lr": lr,
+        "seconds": round(progress.epoch_seconds, 2),
+    }
+    if progress.epoch % config.val_every == 0 or progress.epoch == hyper.epochs:
+        tick = time.monotonic()
+        metrics = score_samples(model, val_set, device, amp, hyper.batch_size)
+        entry["val"] = {k: metrics[k] for k in ("mIoU", "nIoU", "Pd", "Fa", "roc_auc", "images")}
+        entry["val_seconds"] = round(time.monotonic() - tick, 2)
+        miou = metrics["mIoU"]
+        if not math.isnan(miou) and (progress.best_metric is None or miou > progress.best_metric):
+            progress.best_metric, progress.best_epoch = miou, progress.epoch
+            entry["best"] = True
+            save_weights(model, out / BEST_WEIGHTS, _best_metadata(hyper, progress, metrics))
+        tqdm.write(f"epoch {progress.epoch}: loss {entry['loss']:.4f}, val mIoU {miou:.2f}")
+    with open(out / LOG, "a") as log:
+        log.write(json.dumps(entry) + "\n")
+    progress.epoch_loss_sum, progress.epoch_batches, progress.epoch_seconds = 0.0, 0, 0.0
+
+
+def _best_metadata(hyper: Hyper, progress: Progress, metrics: dict[str, Any]) -> dict[str, str]:
+    return {
+        "model": hyper.model,
+        "dataset": hyper.data,
+        "split": "val",
+        "epoch": str(progress.epoch),
+        "epochs_planned": str(hyper.epochs),
+        "val_mIoU": f"{metrics['mIoU']:.4f}",
+        "val_nIoU": f"{metrics['nIoU']:.4f}",
+        "val_Pd": f"{metrics['Pd']:.4f}",
+        "val_Fa": f"{metrics['Fa']:.4f}",
+        "val_size": "native" if hyper.crop else str(hyper.size),
+        "hyper": json.dumps(asdict(hyper)),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+    }
+
+
+def _result(finished: bool, progress: Progress, out: Path) -> TrainResult:
+    return TrainResult(finished, progress.epoch, progress.iteration, progress.best_metric, out)

@@ -1,0 +1,49 @@
+"""The papers' losses, and each model's training step (forward + loss)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.lrrnet import LRRNet
+
+
+def soft_iou_loss(
+    logits: torch.Tensor, mask: torch.Tensor, per_sample: bool = False
+) -> torch.Tensor:
+    """1 - (sum p*g + 1) / (sum p + sum g - sum p*g + 1) on p = sigmoid(logits).
+
+    SD2Net and STD2Net sum over the whole batch as one set (``per_sample=False``); LRRNet sums per
+    sample and averages the per-sample IoUs.
+    """
+    prob = torch.sigmoid(logits.float())
+    dims = tuple(range(1, prob.dim())) if per_sample else tuple(range(prob.dim()))
+    intersection = (prob * mask).sum(dims)
+    union = prob.sum(dims) + mask.sum(dims) - intersection
+    return 1.0 - ((intersection + 1.0) / (union + 1.0)).mean()
+
+
+def lrrnet_loss(
+    logits: torch.Tensor, reconstruction: torch.Tensor, image: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """The official LRRNet total: SoftIoU + SegL1 + 0.1 * MSE(reconstruction, image) (lrrnet.md §5).
+
+    SegL1 = 0.8 * SoftIoU + 0.2 * mean(1[logit > 0]); the indicator is a hard threshold and gives
+    no gradient, so the effective gradient is 1.8 * grad SoftIoU + 0.1 * grad MSE. It is kept
+    (rather than dropped) so that logged losses are comparable with the paper's logs.
+    """
+    soft_iou = soft_iou_loss(logits, mask, per_sample=True)
+    predicted_fraction = (logits > 0).float().mean()
+    mse = torch.mean((reconstruction.float() - image) ** 2)
+    return soft_iou + (0.8 * soft_iou + 0.2 * predicted_fraction) + 0.1 * mse
+
+
+def segmentation_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return soft_iou_loss(model(image), mask)
+
+
+def lrrnet_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if not isinstance(model, LRRNet):
+        raise TypeError(f"the LRRNet loss needs an LRRNet, got {type(model).__name__}")
+    logits, reconstruction = model.forward_with_reconstruction(image)
+    return lrrnet_loss(logits, reconstruction, image, mask)
