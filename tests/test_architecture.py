@@ -2,8 +2,10 @@
 purpose for every package, and the torch-free parts staying torch-free."""
 
 import ast
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,7 +126,7 @@ def test_the_modules_import_no_cycle() -> None:
         state[module] = 1
         for imported in sorted(graph[module]):
             if state.get(imported) == 1:
-                cycle = path[path.index(imported) :] + [imported]
+                cycle = [*path[path.index(imported) :], imported]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if imported not in state:
                 visit(imported, [*path, imported])
@@ -206,3 +208,18 @@ def test_the_embedded_mode_does_load_the_models_runtime() -> None:
         "create_app(Settings(models=['sd2net'], default_model='sd2net'))\n" + LOADED_HEAVY
     )
     assert "torch" in run_python(code)
+
+
+def test_the_client_and_api_installs_leave_torch_out() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {
+            re.split(r"[\[<>=~! ;]", requirement, maxsplit=1)[0] for requirement in requirements
+        }
+
+    heavy = {"torch", "onnx", "onnxruntime", "safetensors"}
+    assert not heavy & names(project["dependencies"])  # pip install irtrack: the client SDK
+    assert not heavy & names(extras["api"])  # pip install irtrack[api]: a scale-out API process
+    assert "torch==2.13.0" in extras["worker"] and "irtrack[api]" in extras["worker"]
