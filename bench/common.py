@@ -89,7 +89,7 @@ def synchronize(device: torch.device) -> None:
 def write_outputs(
     table: str, report: dict[str, Any], json_path: Path | None, markdown_path: Path | None
 ) -> None:
-    """Print the markdown table, then write the JSON report and the table where asked: the README
+    """Print the markdown table, then write the JSON report and the table where asked: the docs
     tables are generated from these files, never typed by hand."""
     typer.echo(table)
     if json_path is not None:

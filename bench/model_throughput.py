@@ -14,7 +14,7 @@ and input in ``torch.channels_last``), ``cuda-graph`` (CUDA only: the engine's
 ``GraphedForward``, one captured graph replayed per call; not for ``std2net-stream``, whose
 per-stream rings live in Python). The default is ``eager`` on CPU and all three on CUDA.
 
-Tables for the README come from ``--markdown PATH``, never typed by hand.
+Tables for docs/ come from ``--markdown PATH``, never typed by hand.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def _measure(
 
 
 def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
-    """The README table, with the machine it was measured on."""
+    """The docs table, with the machine it was measured on."""
     lines = [
         f"Measured {machine['date']} on {device_name(machine)} ({machine['torch_threads']} torch "
         f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}; "

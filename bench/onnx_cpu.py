@@ -158,7 +158,7 @@ def _time_round_robin(
 
 
 def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
-    """The README table, with the machine it was measured on."""
+    """The docs table, with the machine it was measured on."""
     lines = [
         f"Measured {machine['date']} on {machine['cpu']} ({machine['torch_threads']} torch "
         f"threads = ONNX Runtime intra-op threads, load average {machine['load_average_1min']}), "

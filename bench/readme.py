@@ -1,8 +1,8 @@
-"""Fill the README's generated sections from files the project's commands wrote.
+"""Fill the generated blocks of README.md and docs/*.md from files the project's commands wrote.
 
-A section is delimited by ``<!-- BEGIN name -->`` and ``<!-- END name -->`` and replaced by the
-contents of ``docs/results/name.md``; every figure in the README therefore comes from a command's
-output (the command that wrote each file is named in the file itself), never from typing.
+A block is delimited by ``<!-- BEGIN name -->`` and ``<!-- END name -->`` and replaced by the
+contents of ``docs/results/name.md``; every figure in the documentation therefore comes from a
+command's output (the command that wrote each file is named in the file itself), never from typing.
 """
 
 import re
@@ -11,14 +11,15 @@ from pathlib import Path
 import typer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = (REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")))
 SECTION = re.compile(
     r"(<!-- BEGIN (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.S
 )
 
 
-def update_readme(readme: Path, results_dir: Path) -> list[str]:
-    """Replace every generated section whose results file exists; returns the names replaced."""
-    text = readme.read_text()
+def update_document(document: Path, results_dir: Path) -> list[str]:
+    """Replace every generated block whose results file exists; returns the names replaced."""
+    text = document.read_text()
     replaced: list[str] = []
 
     def fill(match: re.Match[str]) -> str:
@@ -28,16 +29,15 @@ def update_readme(readme: Path, results_dir: Path) -> list[str]:
         replaced.append(match["name"])
         return f"{match.group(1)}{source.read_text().rstrip()}\n{match.group(4)}"
 
-    readme.write_text(SECTION.sub(fill, text))
+    document.write_text(SECTION.sub(fill, text))
     return replaced
 
 
-def main(
-    readme: Path = REPO_ROOT / "README.md", results_dir: Path = REPO_ROOT / "docs" / "results"
-) -> None:
-    """Refresh the README's generated tables from docs/results/*.md."""
-    names = update_readme(readme, results_dir)
-    typer.echo(f"updated sections: {', '.join(names) or 'none'}")
+def main(results_dir: Path = REPO_ROOT / "docs" / "results") -> None:
+    """Refresh the generated blocks of README.md and docs/*.md from docs/results/*.md."""
+    for document in DOCUMENTS:
+        names = update_document(document, results_dir)
+        typer.echo(f"{document.relative_to(REPO_ROOT)}: {', '.join(names) or 'nothing to update'}")
 
 
 if __name__ == "__main__":

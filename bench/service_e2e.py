@@ -45,7 +45,7 @@ the same frames):
   docs/results/postprocess-cpu.md). The tracker (0.36 ms above) is now the largest
   per-frame cost outside the model.
 
-Tables for the README come from ``--markdown PATH``, never typed by hand.
+Tables for docs/ come from ``--markdown PATH``, never typed by hand.
 """
 
 from __future__ import annotations
@@ -619,7 +619,7 @@ def _saturation_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 
 def markdown_report(report: dict[str, Any]) -> str:
-    """The README table: the raw model, a row per (backend, fps, streams), the overhead ratio."""
+    """The docs table: the raw model, a row per (backend, fps, streams), the overhead ratio."""
     machine, config, raw = report["machine"], report["config"], report["raw"]
     lines = [
         f"Measured {machine['date']} on {device_name(machine)} ({config['torch_threads']} torch "

@@ -157,7 +157,7 @@ def _window_at(frames: torch.Tensor, step: int, window: int) -> torch.Tensor:
 
 
 def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
-    """The README table, with the machine it was measured on."""
+    """The docs table, with the machine it was measured on."""
     lines = [
         f"Measured {machine['date']} on {device_name(machine)} ({machine['torch_threads']} torch "
         f"threads, load average {machine['load_average_1min']}), torch {machine['torch']}; "

@@ -186,8 +186,8 @@ def test_images_install_the_pinned_torch_and_every_package(dockerfile: str) -> N
     assert ".venv" in ignored and not {"models", "service", "clients", "bench"} & set(ignored)
 
 
-def test_deploy_paths_named_in_the_readme_exist() -> None:
-    text = (REPO / "README.md").read_text()
+def test_deploy_paths_named_in_the_docs_exist() -> None:
+    text = "".join(path.read_text() for path in [REPO / "README.md", *(REPO / "docs").glob("*.md")])
     for path in set(re.findall(r"`((?:deploy|docker)/[\w./-]+|docker-compose[\w.-]*\.yml)`", text)):
         assert Path(REPO / path).exists(), path
 

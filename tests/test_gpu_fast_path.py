@@ -21,7 +21,7 @@ from service.settings import Settings
 from service.worker.cuda_fast_path import GraphedForward, batch_buckets, bucket_for
 from service.worker.runtime import ModelRuntime
 
-# Reduced precision vs fp32 on real test frames, shipped weights (README "GPU fast path"): at
+# Reduced precision vs fp32 on real test frames, shipped weights (docs/performance.md, "GPU fast path"): at
 # least this share of fp32's targets is found within MATCH_PX by the reduced-precision run and
 # vice versa, and the union of all frames' masks overlaps fp32's by at least MIN_MASK_IOU.
 MIN_TARGET_AGREEMENT = 0.95

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # After a device run of bench/gpu/run.sh: its results into docs/results, the papers-vs-ours
-# table rebuilt and the README's generated sections refreshed. Usage: bench/gpu/collect.sh DIR
+# table rebuilt and the generated blocks of README.md and docs/ refreshed. Usage: bench/gpu/collect.sh DIR
 # (DIR: the device tool's files_at, holding gpu-results.tar.gz and run.log).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -3,7 +3,7 @@
 # under its 10 minutes per command; a session has 15 minutes of device time, start included):
 #   1. here:    bench/gpu/prepare.sh       wheels + data into .device/ (git-ignored)
 #   2. device:  run(command="bench/gpu/run.sh", carry=[".device"], timeout_s=600)
-#   3. here:    bench/gpu/collect.sh <files_at>   results into docs/results, README refreshed
+#   3. here:    bench/gpu/collect.sh <files_at>   results into docs/results, docs refreshed
 # Steps: the GPU tests; model throughput (fp32/fp16/bf16 eager; fp16/bf16 CUDA graphs and
 # channels_last); STD2Net cached streaming; the service at 640x512: saturation and the capacity
 # search (25-fps streams with p99 < 50 ms, nothing lost) for SD2Net and STD2Net, embedded queue
