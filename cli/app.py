@@ -23,6 +23,7 @@ COMMANDS = {
     "eval": "evaluation.images:eval_command",
     "eval-sequences": "evaluation.sequences:eval_sequences",
     "eval-tracks": "evaluation.tracks:eval_tracks",
+    "eval-video": "evaluation.video:eval_video",
     "report": "evaluation.report:report_app",
     "bench": "bench.commands:bench_app",
 }

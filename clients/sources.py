@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from frames.preprocess import to_gray
+from frames.video import gray_frames
 
 IMAGE_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm"})
 STREAM_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
@@ -65,19 +66,8 @@ def _capture_source(capture: cv2.VideoCapture, name: str, spec: str, live: bool)
         fps=fps if fps > 0 else None,
         frame_count=count if count > 0 and not live else None,
         live=live,
-        reader=_read_capture(capture),
+        reader=gray_frames(capture),
     )
-
-
-def _read_capture(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield to_gray(frame)
-    finally:
-        capture.release()
 
 
 def _folder_source(folder: Path) -> FrameSource:

@@ -33,9 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from frames.postprocess import centroids_and_areas, sigmoid
+from frames.postprocess import DEFAULT_THRESHOLD, centroids_and_areas, sigmoid
 
-DEFAULT_THRESHOLD = 0.5
 MATCH_DISTANCE = 3.0
 FA_UNIT = 1e-6
 ROC_FA_LIMIT = 100 * FA_UNIT

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+DEFAULT_THRESHOLD = 0.5  # probability above which a pixel is on (logit > 0): the service's default
+DEFAULT_MIN_AREA = 1  # smallest component, in pixels, reported as a target
+
 
 @dataclass(frozen=True)
 class Component:

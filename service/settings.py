@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from frames.postprocess import DEFAULT_MIN_AREA, DEFAULT_THRESHOLD
 from frames.sizes import parse_size
 from frames.tracking import TrackerSettings
 from models import MODEL_NAMES
@@ -118,10 +119,12 @@ class Settings(BaseSettings):
 
     # --- post-processing -----------------------------------------------------------------------
     threshold: float = Field(
-        default=0.5, gt=0, lt=1, description="Probability above which a pixel is on."
+        default=DEFAULT_THRESHOLD, gt=0, lt=1, description="Probability above which a pixel is on."
     )
     min_area: int = Field(
-        default=1, ge=1, description="Smallest component (pixels) reported as a target."
+        default=DEFAULT_MIN_AREA,
+        ge=1,
+        description="Smallest component (pixels) reported as a target.",
     )
 
     # --- tracking ------------------------------------------------------------------------------
