@@ -1,36 +1,45 @@
 """Frames in (image bytes -> 2-D uint8/uint16 array) and masks out (binary map -> COCO RLE).
 
 Accepted frames:
-- PNG, TIFF and JPEG, detected by their magic bytes (the Content-Type header is not trusted), read
-  with ``cv2.imdecode(IMREAD_UNCHANGED)`` so 16-bit PNG/TIFF stay 16-bit;
+- PNG, TIFF and JPEG, told apart by their magic bytes (the Content-Type header is not trusted) and
+  read with Pillow, so 16-bit gray PNG/TIFF stay 16-bit;
 - raw little-endian uint8/uint16 pixels, row-major, when the caller gives width and height.
-Colour images (3 or 4 channels, e.g. thermal video exported as gray-in-RGB) are accepted and
-converted to one channel with ``frames.preprocess.to_gray``; other pixel types (float, int16,
-1-bit) are rejected with 415.
+Colour images (3 or 4 channels, e.g. thermal video exported as gray-in-RGB, read at 8 bits per
+channel) are converted to one channel with ``frames.preprocess.to_gray``; other pixel types
+(float, 32-bit integers, 1-bit) are rejected with 415.
 
-Limits are checked *before* decoding: the dimensions are read from the PNG/TIFF/JPEG header, so a
-small file that claims a huge image (a decompression bomb) is rejected without allocating it.
+Limits are checked *before* decoding, on the size the decoder itself will allocate: Pillow's
+``Image.open`` reads the header (the same parse that later sizes the pixel buffer) and decodes
+nothing until ``load``. A separate header sniffer would be a second parser that an attacker can
+make disagree with the decoder (a TIFF naming its width twice, a JPEG with a restart marker before
+its frame header): a small file would then be decoded at a size no limit was checked against.
 """
 
 from __future__ import annotations
 
-import struct
+import io
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
+from PIL import Image
 
 from frames.preprocess import to_gray
 from service.errors import BadFrame, TooLarge, UnsupportedFormat
 
 RawDtype = Literal["uint8", "uint16"]
 
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
-_JPEG_MAGIC = b"\xff\xd8\xff"
-# JPEG start-of-frame markers carry the dimensions; C4 (DHT), C8 (JPG) and CC (DAC) do not.
-_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Magic bytes -> the one Pillow plugin allowed to read the body (a JPEG never reaches TIFF code).
+_FORMATS = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"\xff\xd8\xff": "JPEG",
+}
+_GRAY_16_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_UNSUPPORTED_MODES = {"1": "1-bit", "I": "32-bit integer", "F": "floating-point"}
+# Everything Pillow raises for a body it cannot parse or decode (truncated, corrupt, inconsistent).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError)
 
 
 @dataclass(frozen=True)
@@ -62,9 +71,7 @@ def decode_frame(body: bytes, limits: FrameLimits, raw: RawLayout | None = None)
     if raw is not None:
         _check_pixels(raw.width, raw.height, limits)
         return _decode_raw(body, raw)
-    width, height = _header_size(body)
-    _check_pixels(width, height, limits)
-    return _decode_image(body, width, height)
+    return _decode_image(body, limits)
 
 
 def _check_pixels(width: int, height: int, limits: FrameLimits) -> None:
@@ -91,85 +98,49 @@ def _decode_raw(body: bytes, raw: RawLayout) -> np.ndarray:
     return pixels.astype(raw.dtype)  # native byte order, and a writable copy of the body
 
 
-def _decode_image(body: bytes, width: int, height: int) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(body, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise BadFrame("the image could not be decoded (truncated or corrupt)", code="undecodable")
-    if image.shape[:2] != (height, width):
-        raise BadFrame(
-            f"the image decodes to {image.shape[1]}x{image.shape[0]}, its header says "
-            f"{width}x{height}",
-            code="undecodable",
-        )
-    if image.dtype not in (np.uint8, np.uint16):
+def _decode_image(body: bytes, limits: FrameLimits) -> np.ndarray:
+    image_format = next((name for magic, name in _FORMATS.items() if body.startswith(magic)), None)
+    if image_format is None:
         raise UnsupportedFormat(
-            f"pixel type {image.dtype} is not supported; send 8- or 16-bit unsigned images",
-            code="unsupported_pixel_type",
+            "the body is not a PNG, TIFF or JPEG image; for raw pixels pass width and height",
+            code="unsupported_format",
         )
-    if image.ndim == 3:
-        if image.shape[2] not in (3, 4):
-            raise UnsupportedFormat(
-                f"{image.shape[2]}-channel images are not supported", code="unsupported_channels"
-            )
-        image = to_gray(image)
-    return np.ascontiguousarray(image)
-
-
-def _header_size(body: bytes) -> tuple[int, int]:
-    """(width, height) from the image header, without decoding any pixel."""
-    if body.startswith(_PNG_MAGIC):
-        return _png_size(body)
-    if body[:4] in _TIFF_MAGICS:
-        return _tiff_size(body)
-    if body.startswith(_JPEG_MAGIC):
-        return _jpeg_size(body)
-    raise UnsupportedFormat(
-        "the body is not a PNG, TIFF or JPEG image; for raw pixels pass width and height",
-        code="unsupported_format",
-    )
-
-
-def _png_size(body: bytes) -> tuple[int, int]:
-    # The IHDR chunk must come first: length (4), b"IHDR", width (4), height (4), big-endian.
-    if len(body) < 24 or body[12:16] != b"IHDR":
-        raise BadFrame("the PNG header is truncated or corrupt", code="undecodable")
-    width, height = struct.unpack(">II", body[16:24])
-    return width, height
-
-
-def _tiff_size(body: bytes) -> tuple[int, int]:
-    order = "<" if body[:2] == b"II" else ">"
     try:
-        (ifd_offset,) = struct.unpack_from(order + "I", body, 4)
-        (entries,) = struct.unpack_from(order + "H", body, ifd_offset)
-        found: dict[int, int] = {}
-        for index in range(entries):
-            tag, kind, _count = struct.unpack_from(order + "HHI", body, ifd_offset + 2 + 12 * index)
-            if tag in (256, 257):  # ImageWidth, ImageLength: SHORT (3) or LONG (4)
-                value_format = order + ("H" if kind == 3 else "I")
-                (found[tag],) = struct.unpack_from(value_format, body, ifd_offset + 10 + 12 * index)
-    except struct.error as exc:
-        raise BadFrame("the TIFF header is truncated or corrupt", code="undecodable") from exc
-    if 256 not in found or 257 not in found:
-        raise BadFrame("the TIFF header names no image size", code="undecodable")
-    return found[256], found[257]
+        image = Image.open(io.BytesIO(body), formats=[image_format])  # the header only
+    except Image.DecompressionBombError as exc:  # Pillow's own ceiling, far above ours
+        raise TooLarge(str(exc), code="frame_too_large") from None
+    except _DECODE_ERRORS as exc:
+        raise BadFrame(
+            f"the {image_format} header is truncated or corrupt ({exc})", code="undecodable"
+        ) from None
+    with image:
+        _check_pixels(image.width, image.height, limits)  # the size the decoder will allocate
+        if image.mode in _UNSUPPORTED_MODES:
+            raise UnsupportedFormat(
+                f"{_UNSUPPORTED_MODES[image.mode]} pixels are not supported; send 8- or 16-bit "
+                "unsigned images",
+                code="unsupported_pixel_type",
+            )
+        try:
+            image.load()
+        except _DECODE_ERRORS as exc:
+            raise BadFrame(
+                f"the {image_format} image could not be decoded (truncated or corrupt: {exc})",
+                code="undecodable",
+            ) from None
+        return _gray_pixels(image)
 
 
-def _jpeg_size(body: bytes) -> tuple[int, int]:
-    position = 2
-    while position + 9 <= len(body):
-        if body[position] != 0xFF:
-            break
-        marker = body[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in _JPEG_SOF_MARKERS:
-            height, width = struct.unpack_from(">HH", body, position + 5)
-            return width, height
-        (segment_length,) = struct.unpack_from(">H", body, position + 2)
-        position += 2 + segment_length
-    raise BadFrame("the JPEG header is truncated or corrupt", code="undecodable")
+def _gray_pixels(image: Image.Image) -> np.ndarray:
+    """A loaded image as (H, W) uint8 or uint16 in native byte order."""
+    if image.mode == "L":
+        return np.array(image)
+    if image.mode in _GRAY_16_BIT_MODES:
+        return np.asarray(image).astype(np.uint16)
+    if image.mode not in ("RGB", "RGBA"):  # palette, gray + alpha, CMYK, YCbCr...
+        has_alpha = "A" in image.mode or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    return to_gray(np.asarray(image), channel_order="rgb")
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, list[int]]:

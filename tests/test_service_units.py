@@ -1,16 +1,20 @@
 """The service's small mechanisms on their own: codecs, batcher, settings, frame accounting."""
 
 import os
-import struct
 import subprocess
 import sys
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from bench.hostile_frames import (
+    jpeg_with_restart_marker_after_soi,
+    png_claiming,
+    tiff_with_repeated_size_tags,
+)
+from bench.process_memory import MiB, peak_rss_growth
 from service.codecs import FrameLimits, RawLayout, decode_frame, decode_rle, encode_rle
 from service.errors import BadFrame, Overloaded, TooLarge, UnsupportedFormat
 from service.metrics import FrameCounters, ServiceMetrics
@@ -26,14 +30,6 @@ def encoded(image: np.ndarray, ext: str) -> bytes:
     ok, data = cv2.imencode(ext, image)
     assert ok
     return data.tobytes()
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims a size its (tiny) body cannot hold: a decompression bomb's shape."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr
-    chunk += struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00" * 64
 
 
 # --- codecs ----------------------------------------------------------------------------------
@@ -76,7 +72,8 @@ def test_raw_frames_are_little_endian_row_major():
         (b"\x00" * 200, RawLayout(10, 10, "uint8"), BadFrame, "raw_size_mismatch"),
         (b"\x00" * 16, RawLayout(100_000, 100_000), TooLarge, "frame_too_large"),
         (png_claiming(100_000, 100_000), None, TooLarge, "frame_too_large"),
-        (png_claiming(0, 10), None, BadFrame, "bad_dimensions"),
+        (png_claiming(0, 10), None, BadFrame, "undecodable"),
+        (b"\x00" * 16, RawLayout(0, 16), BadFrame, "bad_dimensions"),
         (b"\x89PNG\r\n\x1a\n\x00\x00", None, BadFrame, "undecodable"),
     ],
 )
@@ -84,6 +81,21 @@ def test_bad_frames_are_rejected_with_their_reason(body, raw, error, code):
     with pytest.raises(error) as caught:
         decode_frame(body, LIMITS, raw)
     assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [tiff_with_repeated_size_tags, jpeg_with_restart_marker_after_soi],
+    ids=["tiff-size-tags-twice", "jpeg-rst0-after-soi"],
+)
+def test_a_bomb_that_misleads_a_header_parser_is_refused_before_it_is_decoded(bomb):
+    """An 8192x8192 image in a 65-70 KB body, shaped so that a parser other than the decoder's
+    own reads 16x16: refused for its real size, without the pixels ever being allocated."""
+    body = bomb(real=8192)
+    with peak_rss_growth() as memory, pytest.raises(TooLarge) as caught:
+        decode_frame(body, FrameLimits(max_body_bytes=1 << 20, max_frame_pixels=2048 * 2048))
+    assert caught.value.code == "frame_too_large" and "8192x8192" in caught.value.message
+    assert memory["peak"] - memory["before"] < 16 * MiB  # the image would take 64 MiB
 
 
 def test_truncated_png_is_undecodable():
