@@ -22,7 +22,7 @@ Masks are target where the value is > 127.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import cv2
 import numpy as np
@@ -38,7 +38,7 @@ HOLDOUT_FRACTION = 0.1
 
 
 class Sample(TypedDict):
-    image: torch.Tensor  # float32 (1, H, W) in [0, 1]
+    image: torch.Tensor  # float32 (T, H, W) in [0, 1]: one frame (T = 1) or a window, oldest first
     mask: torch.Tensor  # float32 (1, H, W) in {0, 1}
     name: str  # image name without extension, e.g. "000001"
 
@@ -88,8 +88,12 @@ def read_mask(path: Path | str) -> np.ndarray:
     return read_gray(path) > 127
 
 
-class IRSTDDataset(Dataset[Sample]):
-    """Images and masks of one split; native size unless ``resize`` is given.
+class FrameSamples(Dataset[Sample]):
+    """Training and validation samples from (frames, mask) pairs: normalised frames, native size
+    unless ``resize`` is given, with the random transforms training asks for.
+
+    A sample's frames are one (H, W) frame, or a window (T, H, W) of consecutive frames whose
+    mask is the last frame's: every transform treats a window's frames alike.
 
     ``resize`` (training only: evaluation runs native sizes padded by ``models.padding``) scales to
     ``resize x resize``, image bilinear and mask nearest, as the papers' training code does. Note
@@ -97,7 +101,7 @@ class IRSTDDataset(Dataset[Sample]):
     ``augment`` applies a random horizontal flip, vertical flip and transpose, drawn from
     ``(seed, epoch, index)`` so that a run is reproducible whatever the number of loader workers;
     call ``set_epoch`` each epoch to draw new ones.
-    ``jitter`` (training only) changes the frame's gain (x0.75..1.25), offset (+-0.1) and adds
+    ``jitter`` (training only) changes the frames' gain (x0.75..1.25), offset (+-0.1) and adds
     Gaussian sensor noise (sigma 0..0.02), clipped to [0, 1]: other cameras calibrate and amplify
     differently. Drawn from ``(seed, epoch, index)`` too.
     ``crop`` (training only) cuts a random ``crop x crop`` window at native scale (after ``resize``
@@ -108,17 +112,12 @@ class IRSTDDataset(Dataset[Sample]):
 
     def __init__(
         self,
-        dataset_dir: Path | str,
-        split: str,
         resize: int | None = None,
         augment: bool = False,
         seed: int = 0,
         crop: int | None = None,
         jitter: bool = False,
     ) -> None:
-        self.dataset_dir = Path(dataset_dir)
-        self.split = split
-        self.file_names = list_split(self.dataset_dir, split)
         self.resize = resize
         self.augment = augment
         self.seed = seed
@@ -130,24 +129,26 @@ class IRSTDDataset(Dataset[Sample]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.file_names)
+        raise NotImplementedError
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The native-size (gray image, bool mask) pair, as stored on disk."""
-        file_name = self.file_names[index]
-        image = read_gray(self.dataset_dir / "images" / file_name)
-        mask = read_mask(self.dataset_dir / "masks" / file_name)
-        if image.shape != mask.shape:
-            raise ValueError(f"{file_name}: image {image.shape} and mask {mask.shape} differ")
-        return image, mask
+        """The native-size (frames, bool mask) pair of sample ``index``."""
+        raise NotImplementedError
+
+    def name(self, index: int) -> str:
+        raise NotImplementedError
 
     def __getitem__(self, index: int) -> Sample:
-        gray, bool_mask = self.load(index)
-        image: np.ndarray = normalize_frame(gray)
+        frames, bool_mask = self.load(index)
+        image = (
+            normalize_frame(frames)
+            if frames.ndim == 2
+            else np.stack([normalize_frame(frame) for frame in frames])
+        )
         mask: np.ndarray = bool_mask.astype(np.float32)
         if self.resize is not None:
             size = (self.resize, self.resize)
-            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            image = _resize(image, size)
             mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
         if self.crop is not None:
             image, mask = self._crop(image, mask, index, self.crop)
@@ -155,10 +156,11 @@ class IRSTDDataset(Dataset[Sample]):
             image, mask = self._augment(image, mask, index)
         if self.jitter:
             image = self._jitter(image, index)
+        image = np.ascontiguousarray(image)
         return Sample(
-            image=torch.from_numpy(np.ascontiguousarray(image))[None],
+            image=torch.from_numpy(image if image.ndim == 3 else image[None]),
             mask=torch.from_numpy(np.ascontiguousarray(mask))[None],
-            name=Path(self.file_names[index]).stem,
+            name=self.name(index),
         )
 
     def _augment(
@@ -166,11 +168,11 @@ class IRSTDDataset(Dataset[Sample]):
     ) -> tuple[np.ndarray, np.ndarray]:
         flip_h, flip_v, transpose = np.random.default_rng((self.seed, self.epoch, index)).random(3)
         if flip_h < 0.5:
-            image, mask = image[:, ::-1], mask[:, ::-1]
+            image, mask = image[..., ::-1], mask[:, ::-1]
         if flip_v < 0.5:
-            image, mask = image[::-1], mask[::-1]
+            image, mask = image[..., ::-1, :], mask[::-1]
         if transpose < 0.5:
-            image, mask = image.T, mask.T
+            image, mask = image.swapaxes(-1, -2), mask.T
         return image, mask
 
     def _jitter(self, image: np.ndarray, index: int) -> np.ndarray:
@@ -183,12 +185,13 @@ class IRSTDDataset(Dataset[Sample]):
     def _crop(
         self, image: np.ndarray, mask: np.ndarray, index: int, size: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        pad_rows, pad_cols = max(size - image.shape[0], 0), max(size - image.shape[1], 0)
+        pad_rows, pad_cols = max(size - mask.shape[0], 0), max(size - mask.shape[1], 0)
         if pad_rows or pad_cols:
-            image = np.pad(image, ((0, pad_rows), (0, pad_cols)), mode="edge")
+            leading = [(0, 0)] * (image.ndim - 2)
+            image = np.pad(image, [*leading, (0, pad_rows), (0, pad_cols)], mode="edge")
             mask = np.pad(mask, ((0, pad_rows), (0, pad_cols)))
         rng = np.random.default_rng((self.seed, self.epoch, index, 1))
-        height, width = image.shape
+        height, width = mask.shape
         rows, cols = np.nonzero(mask)
         if len(rows) and rng.random() < 0.75:
             pick = rng.integers(len(rows))
@@ -199,4 +202,65 @@ class IRSTDDataset(Dataset[Sample]):
         top = int(np.clip(top, 0, height - size))
         left = int(np.clip(left, 0, width - size))
         window = (slice(top, top + size), slice(left, left + size))
-        return image[window], mask[window]
+        return image[(..., *window)], mask[window]
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if image.ndim == 2:
+        return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    return np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR) for frame in image])
+
+
+class IRSTDDataset(FrameSamples):
+    """The images and masks of one split of an image dataset, read from disk (see
+    :class:`FrameSamples` for the transforms)."""
+
+    def __init__(
+        self,
+        dataset_dir: Path | str,
+        split: str,
+        resize: int | None = None,
+        augment: bool = False,
+        seed: int = 0,
+        crop: int | None = None,
+        jitter: bool = False,
+    ) -> None:
+        super().__init__(resize, augment, seed, crop, jitter)
+        self.dataset_dir = Path(dataset_dir)
+        self.split = split
+        self.file_names = list_split(self.dataset_dir, split)
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    def name(self, index: int) -> str:
+        return Path(self.file_names[index]).stem
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The native-size (gray image, bool mask) pair, as stored on disk."""
+        file_name = self.file_names[index]
+        image = read_gray(self.dataset_dir / "images" / file_name)
+        mask = read_mask(self.dataset_dir / "masks" / file_name)
+        if image.shape != mask.shape:
+            raise ValueError(f"{file_name}: image {image.shape} and mask {mask.shape} differ")
+        return image, mask
+
+
+class InMemorySamples(FrameSamples):
+    """Samples held in memory as ``(name, frames, mask)``: decoded once, up front (the shared
+    datasets are small, and decoding every epoch would cost more than the transforms)."""
+
+    def __init__(
+        self, samples: list[tuple[str, np.ndarray, np.ndarray]], **transforms: Any
+    ) -> None:
+        super().__init__(**transforms)
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def name(self, index: int) -> str:
+        return self.samples[index][0]
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.samples[index][1], self.samples[index][2]

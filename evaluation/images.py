@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import typer
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm import tqdm
 
-from data.datasets import SPLITS, IRSTDDataset
+from data.datasets import SPLITS, FrameSamples, IRSTDDataset
 from data.paths import DATA_DIR
 from evaluation.machine import describe_machine
 from evaluation.metrics import DEFAULT_THRESHOLD, SegmentationMetrics, plot_roc
@@ -132,8 +132,9 @@ def score_samples(
     or synthesized ones in batches. Leaves the model in training mode."""
     metrics = SegmentationMetrics()
     model.eval()
-    native_sizes = isinstance(dataset, IRSTDDataset) and dataset.resize is None
-    loader = DataLoader(dataset, batch_size=1 if native_sizes else batch_size, shuffle=False)
+    loader = DataLoader(
+        dataset, batch_size=1 if _native_sizes(dataset) else batch_size, shuffle=False
+    )
     with torch.inference_mode(), autocast(device, amp):
         for batch in loader:
             logits = run_padded(cast(SizedModel, model), batch["image"].to(device))
@@ -142,6 +143,13 @@ def score_samples(
                 metrics.update(image_prob[0], mask[0])
     model.train()
     return metrics.compute()
+
+
+def _native_sizes(dataset: Dataset) -> bool:
+    """Whether samples keep their own sizes (which differ): then they cannot be batched."""
+    if isinstance(dataset, ConcatDataset):
+        return any(_native_sizes(part) for part in dataset.datasets)
+    return isinstance(dataset, FrameSamples) and dataset.resize is None
 
 
 def evaluate(

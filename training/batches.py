@@ -1,13 +1,13 @@
-"""What a training run reads: in-memory datasets, synthesized windows, each epoch's batches."""
+"""What a training run reads: its datasets (one or several, mixed), and each epoch's batches."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
-from data.datasets import IRSTDDataset
+from data.datasets import FrameSamples, InMemorySamples, IRSTDDataset
 from data.synthesis import (
     SEQUENCE_DATA,
     SequenceConfig,
@@ -16,56 +16,85 @@ from data.synthesis import (
     SyntheticWindowDataset,
     scenario_sequences,
 )
-from training.config import Hyper, TrainConfig
+from data.video import DRONE_IR
+from data.video_samples import video_samples
+from models.registry import model_info
+from training.config import Hyper, TrainConfig, data_parts
 
 VAL_SEQUENCE_SEED = 31_337  # the validation sequences are fixed: the same for every run
-
-
-class InMemoryIRSTD(IRSTDDataset):
-    """An ``IRSTDDataset`` whose files are decoded once, up front: the datasets are small, and
-    decoding PNGs every epoch would cost more than the resize and flips. Loaded in the main
-    process, so loader workers share the arrays (fork)."""
-
-    def __init__(self, *args: Any, limit: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if limit is not None:
-            self.file_names = self.file_names[:limit]
-        self._decoded = [super(InMemoryIRSTD, self).load(i) for i in range(len(self))]
-
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._decoded[index]
+PART_SEED_STEP = 1_000  # each mixed-in dataset draws its random transforms from its own seed
 
 
 def build_datasets(hyper: Hyper, config: TrainConfig) -> tuple[Dataset, Dataset]:
-    """(train, val) datasets; samples are dicts with ``image`` (model input) and ``mask``."""
-    if hyper.data == SEQUENCE_DATA:
+    """(train, val) datasets; samples are dicts with ``image`` (model input) and ``mask``.
+
+    ``hyper.data`` names one dataset or several joined with ``+`` (e.g.
+    ``nudt-sirst+sirst-v2+drone-ir``): training draws from all of them in every epoch, and the
+    model is selected on the union of their validation splits."""
+    pairs = [
+        _part(part, hyper, config, hyper.seed + PART_SEED_STEP * index)
+        for index, part in enumerate(data_parts(hyper.data))
+    ]
+    trains, vals = zip(*pairs, strict=True)
+    if len(pairs) == 1:
+        return trains[0], vals[0]
+    return ConcatDataset(trains), ConcatDataset(vals)
+
+
+def _part(name: str, hyper: Hyper, config: TrainConfig, seed: int) -> tuple[Dataset, Dataset]:
+    if name == SEQUENCE_DATA:
         clips = SequenceConfig(length=8, size=(hyper.size, hyper.size), target_free_prob=0.15)
         train_source = SequenceSource.from_split("train", config.data_dir, limit=hyper.limit)
         val_source = SequenceSource.from_split("val", config.data_dir, limit=hyper.limit)
         assert hyper.epoch_size is not None
-        train: Dataset = SyntheticWindowDataset(train_source, clips, hyper.epoch_size, hyper.seed)
+        train: Dataset = SyntheticWindowDataset(train_source, clips, hyper.epoch_size, seed)
         val_sequences = scenario_sequences(
             val_source, VAL_SEQUENCE_SEED, config.val_sequence_length, (hyper.size, hyper.size)
         )
         return train, SequenceDataset(val_sequences)
-    directory = config.data_dir / hyper.data
     resize = None if hyper.crop else hyper.size
-    train = InMemoryIRSTD(
-        directory,
-        "train",
-        resize,
-        hyper.augment,
-        hyper.seed,
-        hyper.crop,
-        jitter=hyper.jitter,
-        limit=hyper.limit,
+    transforms: dict[str, Any] = {
+        "resize": resize,
+        "augment": hyper.augment,
+        "seed": seed,
+        "crop": hyper.crop,
+        "jitter": hyper.jitter,
+    }
+    if name == DRONE_IR:
+        frames = model_info(hyper.model).frames
+        window = frames if frames > 1 else None
+        return (
+            InMemorySamples(
+                video_samples("train", window, data_dir=config.data_dir, limit=hyper.limit),
+                **transforms,
+            ),
+            InMemorySamples(
+                video_samples("val", window, data_dir=config.data_dir, limit=hyper.limit),
+                resize=resize,
+            ),
+        )
+    directory = config.data_dir / name
+    return (
+        _in_memory(IRSTDDataset(directory, "train"), hyper.limit, **transforms),
+        _in_memory(IRSTDDataset(directory, "val"), hyper.limit, resize=resize),
     )
-    return train, InMemoryIRSTD(directory, "val", resize, limit=hyper.limit)
+
+
+def _in_memory(source: IRSTDDataset, limit: int | None, **transforms: Any) -> InMemorySamples:
+    """The split's files decoded once, up front (cheaper than decoding PNGs every epoch)."""
+    indices = range(min(len(source), limit or len(source)))
+    return InMemorySamples(
+        [(source.name(i), *source.load(i)) for i in indices],
+        **transforms,
+    )
 
 
 def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
     """Tell a dataset which epoch is starting (its per-sample randomness depends on it)."""
-    if isinstance(dataset, IRSTDDataset):
+    if isinstance(dataset, ConcatDataset):
+        for part in dataset.datasets:
+            set_dataset_epoch(part, epoch)
+    elif isinstance(dataset, FrameSamples):
         dataset.set_epoch(epoch)
     elif isinstance(dataset, SyntheticWindowDataset):
         dataset.epoch = epoch

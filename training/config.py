@@ -8,6 +8,7 @@ from pathlib import Path
 from data.datasets import IMAGE_DATASETS
 from data.paths import DATA_DIR
 from data.synthesis import SEQUENCE_DATA
+from data.video import DRONE_IR
 from models.registry import model_info
 from training.recipes import RECIPES, SCHEDULES
 
@@ -78,6 +79,11 @@ TRAJECTORY_FIELDS = tuple(f.name for f in fields(Hyper))
 DEFAULT_EPOCH_SIZE = 2000
 
 
+def data_parts(data: str) -> list[str]:
+    """The datasets of a ``--data`` value: one name, or several joined with ``+``."""
+    return [part.strip() for part in data.split("+")]
+
+
 def lr_factor(hyper: Hyper, epoch: int, iteration: int, iterations: int) -> float:
     """The base lr's multiplier at a global iteration: the chosen (or the paper's) schedule, times
     a linear ramp over the first ``warmup_epochs``."""
@@ -92,18 +98,16 @@ def resolve(config: TrainConfig, stored: Hyper | None = None) -> Hyper:
     an option that would change the trajectory."""
     if config.model not in RECIPES:
         raise ValueError(f"unknown model {config.model!r}; known: {', '.join(RECIPES)}")
-    sequences = config.data == SEQUENCE_DATA
-    if (config.model == "std2net") != sequences:
-        raise ValueError(
-            f"{config.model} trains on "
-            + (
-                f"--data {SEQUENCE_DATA}"
-                if config.model == "std2net"
-                else "--data nudt-sirst|sirst-v2"
-            )
-        )
-    if not sequences and config.data not in IMAGE_DATASETS:
-        raise ValueError(f"unknown data {config.data!r}; known: {(*IMAGE_DATASETS, SEQUENCE_DATA)}")
+    parts = data_parts(config.data)
+    known = (*IMAGE_DATASETS, DRONE_IR, SEQUENCE_DATA)
+    if unknown := [part for part in parts if part not in known]:
+        raise ValueError(f"unknown data {unknown}; known: {', '.join(known)} (join with '+')")
+    sequences = SEQUENCE_DATA in parts
+    multi_frame = model_info(config.model).frames > 1
+    if multi_frame and not set(parts) <= {SEQUENCE_DATA, DRONE_IR}:
+        raise ValueError(f"{config.model} trains on windows: --data {SEQUENCE_DATA}, {DRONE_IR}")
+    if not multi_frame and sequences:
+        raise ValueError(f"{config.model} trains on single frames: not --data {SEQUENCE_DATA}")
     recipe = RECIPES[config.model]
     defaults = Hyper(
         model=config.model,

@@ -1,0 +1,64 @@
+"""Pseudo-masks from boxes and the samples the detectors learn from the real clips."""
+
+import numpy as np
+import pytest
+from conftest import require_path
+
+from data.paths import DATA_DIR
+from data.pseudo_masks import pseudo_mask
+from data.video import Box, load_clip
+from data.video_samples import clip_samples
+from training.config import TrainConfig, resolve
+
+
+def frame_with_blob(level: float, blob: float, noise: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    frame = rng.normal(level, noise, (64, 80))
+    frame[30:33, 40:44] = blob  # 3 x 4 px target
+    return np.clip(frame, 0, 255).astype(np.uint8)
+
+
+BOX = Box(37.0, 27.0, 10.0, 9.0)  # a loose box around the blob, as labellers draw them
+
+
+def test_a_hot_target_gets_exactly_its_pixels():
+    mask = pseudo_mask(frame_with_blob(level=80, blob=160, noise=2), BOX)
+    assert mask is not None
+    expected = np.zeros((64, 80), bool)
+    expected[30:33, 40:44] = True
+    assert np.array_equal(mask, expected)
+
+
+def test_a_cold_target_on_a_warm_sky_is_found_by_its_polarity():
+    mask = pseudo_mask(frame_with_blob(level=160, blob=60, noise=2), BOX)
+    assert mask is not None and mask[31, 41] and mask.sum() == 12
+
+
+def test_a_box_with_nothing_standing_out_gives_no_mask():
+    assert pseudo_mask(frame_with_blob(level=80, blob=83, noise=2), BOX) is None
+
+
+def test_windows_end_at_their_labelled_frame_and_start_a_clip_like_a_stream():
+    require_path(DATA_DIR / "drone-ir", "the drone-ir clips (shared/data/drone-ir)")
+    clip = load_clip("IR_DRONE_002")
+    frames = np.stack(list(clip.frames()))
+    samples = clip_samples(clip, stride=10, window=5)
+    names = [name for name, _, _ in samples]
+    first_name, first_window, first_mask = samples[0]
+    assert first_name.endswith("-0000")
+    assert all(np.array_equal(frame, frames[0]) for frame in first_window)  # repeated, as a stream
+    later = names.index("IR_DRONE_002-0020")
+    assert np.array_equal(samples[later][1], frames[16:21])
+    assert samples[later][2].any() and not samples[later][2][0, 0]
+    assert first_mask.shape == frames.shape[1:]
+
+
+def test_training_data_must_fit_the_model():
+    with pytest.raises(ValueError, match="windows"):
+        resolve(TrainConfig(model="std2net", data="nudt-sirst", out=DATA_DIR))
+    with pytest.raises(ValueError, match="single frames"):
+        resolve(TrainConfig(model="sd2net", data="nudt-sirst+sequences", out=DATA_DIR))
+    with pytest.raises(ValueError, match="unknown data"):
+        resolve(TrainConfig(model="sd2net", data="nudt-sirst+imagenet", out=DATA_DIR))
+    mixed = resolve(TrainConfig(model="sd2net", data="nudt-sirst+sirst-v2+drone-ir", out=DATA_DIR))
+    assert mixed.data == "nudt-sirst+sirst-v2+drone-ir"
