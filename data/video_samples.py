@@ -20,7 +20,6 @@ from data.pseudo_masks import pseudo_mask
 from data.video import LabelledClip, list_clips, load_clip
 
 VIDEO_STRIDE = 15  # every 15th frame, 2 a second: neighbouring frames teach little more
-WINDOW = 5
 
 Sample = tuple[
     str, np.ndarray, np.ndarray
