@@ -188,6 +188,7 @@ def evaluate(
         save_pred.mkdir(parents=True, exist_ok=True)
 
     metrics = SegmentationMetrics(threshold=threshold)
+    target_free = SegmentationMetrics(threshold=threshold)  # images whose mask is empty
     for index in tqdm(range(count), desc=f"{dataset_dir.name}/{split}", disable=None):
         sample = dataset[index]
         name = sample["name"]
@@ -200,6 +201,8 @@ def evaluate(
         if prob.shape != mask.shape:
             raise EvaluationError(f"{name}: prediction {prob.shape} but image {mask.shape}")
         metrics.update(prob, mask)
+        if not mask.any():
+            target_free.update(prob, mask)
         if save_pred is not None:
             save_probability_png(prob, save_pred / f"{name}.png")
 
@@ -217,6 +220,8 @@ def evaluate(
         "units": {"mIoU": "%", "nIoU": "%", "Pd": "%", "Fa": "1e-6", "roc_auc": "0..1"},
         **metrics.compute(),
     }
+    free = target_free.compute()
+    result["target_free"] = {"images": free["images"], "fa_per_frame": free["fa_per_frame"]}
     if roc_png is not None:
         plot_roc(
             result, roc_png, title=f"{model_name or 'predictions'} on {dataset_dir.name}/{split}"
@@ -247,7 +252,9 @@ def format_table(result: dict[str, Any]) -> str:
             "  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)),
             "  ".join(v.rjust(w) for v, w in zip(values, widths, strict=True)),
             f"nIoU over {result['niou_images']} images with targets "
-            f"({result['niou_excluded_images']} target-free images excluded)",
+            f"({result['niou_excluded_images']} target-free images excluded); "
+            f"false-alarm objects per target-free image: "
+            f"{result['target_free']['fa_per_frame']:.3f}",
         ]
     )
 

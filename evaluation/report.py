@@ -55,8 +55,8 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
         f"{name}{' (1e-6)' if name == 'Fa' else ' %'}" for name, _ in COLUMNS
     )
     lines = [
-        header + " | FA objects / frame | training |",
-        "|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|---|",
+        header + " | FA objects / frame | FA / target-free frame | training |",
+        "|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|---:|---|",
     ]
     for result in results:
         facts = _training_facts(result["weights"])
@@ -71,14 +71,14 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {result['model']} (ours) | {result['dataset']} {result['split']} | "
             f"{result['images']} | {' | '.join(cells)} | {result['fa_per_frame']:.3f} | "
-            f"{training} |"
+            f"{_target_free(result)} | {training} |"
         )
         paper = PAPER_FIGURES.get((result["model"], result["dataset"]))
         if paper:
             cells = [_figure(paper.get(name), template) for name, template in COLUMNS]
             lines.append(
                 f"| {result['model']} (paper) | {result['dataset']} test | | {' | '.join(cells)} "
-                "| - | published (best epoch picked on the test split) |"
+                "| - | - | published (best epoch picked on the test split) |"
             )
     machines = sorted({r["machine"] for r in results})
     dates = sorted({r["date"][:10] for r in results})
@@ -90,6 +90,14 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
         f"{', '.join(dates)} on {'; '.join(machines)}; threshold 0.5; weights {weights}.\n"
     )
     return "\n".join(lines) + "\n" + footer
+
+
+def _target_free(result: dict[str, Any]) -> str:
+    """False alarms per target-free image, with their count ("-" where the split has none)."""
+    free = result.get("target_free") or {}
+    if not free.get("images"):
+        return "-"
+    return f"{free['fa_per_frame']:.3f} ({free['images']})"
 
 
 def _training_data(facts: dict[str, Any]) -> str:

@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from cli_support import irtrack
 
-from evaluation.images import read_probability_png, save_probability_png
+from evaluation.images import evaluate, read_probability_png, save_probability_png
 from models.registry import MODEL_INFO
 
 
@@ -45,3 +46,22 @@ def test_probability_png_round_trip_is_within_half_a_grey_level(tmp_path: Path) 
     restored = read_probability_png(path)
     assert restored.shape == prob.shape
     assert np.abs(restored - prob).max() <= 0.5 / 255 + 1e-7
+
+
+def test_false_alarms_on_target_free_images_are_counted_apart(tmp_path: Path) -> None:
+    """A tiny dataset of two images, one target-free; predictions with one stray blob in each
+    image: the target-free image's blob is its false alarm, counted on its own."""
+    for folder in ("images", "masks", "splits", "pred"):
+        (tmp_path / folder).mkdir()
+    masks = {"with": np.zeros((32, 32), np.uint8), "free": np.zeros((32, 32), np.uint8)}
+    masks["with"][10:13, 10:13] = 255
+    for name, mask in masks.items():
+        cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), np.full((32, 32), 90, np.uint8))
+        cv2.imwrite(str(tmp_path / "masks" / f"{name}.png"), mask)
+        prediction = (mask > 0).astype(np.float32)
+        prediction[25:27, 25:27] = 1.0  # a stray detection far from any target
+        save_probability_png(prediction, tmp_path / "pred" / f"{name}.png")
+    (tmp_path / "splits" / "test.txt").write_text("with\nfree\n")
+    result = evaluate(tmp_path, "test", predictions_dir=tmp_path / "pred")
+    assert result["images"] == 2 and result["fa_per_frame"] == 1.0
+    assert result["target_free"] == {"images": 1, "fa_per_frame": 1.0}
