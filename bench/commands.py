@@ -7,6 +7,7 @@ from bench.onnx_cpu import bench_onnx
 from bench.postprocess import bench_postprocess
 from bench.service_e2e import bench_service
 from bench.streaming import bench_streaming
+from bench.training import bench_training
 
 bench_app = typer.Typer(help="Benchmarks that print tables and write JSON.", no_args_is_help=True)
 bench_app.command("models")(bench_models)
@@ -14,3 +15,4 @@ bench_app.command("streaming")(bench_streaming)
 bench_app.command("service")(bench_service)
 bench_app.command("onnx")(bench_onnx)
 bench_app.command("postprocess")(bench_postprocess)
+bench_app.command("training")(bench_training)
