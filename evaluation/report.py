@@ -13,6 +13,7 @@ import typer
 
 from data.paths import DATA_DIR
 from data.synthesis import SEQUENCE_DATA, fixed_eval_set
+from evaluation.curves import curves_table, plot_learning_curves
 from evaluation.images import evaluate
 from evaluation.sequences import evaluate_on_clips
 from evaluation.sequences import markdown_table as sequence_table
@@ -163,6 +164,32 @@ def card_command(
     card = weights.with_suffix(".md")
     card.write_text(weights_card(weights, _load(eval_json)))
     typer.echo(f"wrote {card}")
+
+
+@report_app.command("curves")
+def curves_command(
+    run: list[str] = typer.Option(
+        ..., help="LABEL=PATH of a training log (log.jsonl); repeat for several runs"
+    ),
+    png: Path = typer.Option(..., help="write the plot here"),
+    markdown: Path | None = typer.Option(None, help="also write the best-epoch table here"),
+    title: str = typer.Option("", help="the plot's title"),
+) -> None:
+    """Learning curves: validation mIoU per epoch and per hour of training, one line per run."""
+    runs = {}
+    for entry in run:
+        label, separator, path = entry.partition("=")
+        if not separator or not Path(path).is_file():
+            raise typer.BadParameter(f"--run {entry!r}: expected LABEL=PATH of a log.jsonl")
+        runs[label] = Path(path)
+    plot_learning_curves(runs, png, title)
+    table = curves_table(runs)
+    if markdown is not None:
+        markdown.write_text(
+            f"Written by `irtrack report curves` from the training logs; plot: `{png.name}`.\n\n"
+            + table
+        )
+    typer.echo(table)
 
 
 def floor_figures(
