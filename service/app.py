@@ -9,19 +9,20 @@ answers every waiting frame and lets the worker finish the ones it holds.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from service.api.engine import Engine
-from service.errors import ServiceError
+from service.errors import InvalidParameter, ServiceError
 from service.metrics import ServiceMetrics
 from service.routes import detectors, frames, health, live, streams, viewer, watch
-from service.routes.deps import require_api_key
+from service.routes.deps import refuse_handshake, require_api_key
 from service.settings import Settings
 from service.transport.queue import InProcessQueue
 from service.transport.redis_queue import RedisFrameQueue
@@ -87,10 +88,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        return _error(422, "invalid_parameter", problems)
+        return _error(422, "invalid_parameter", _problems(exc.errors()))
+
+    @app.exception_handler(WebSocketRequestValidationError)
+    async def invalid_handshake(websocket: WebSocket, exc: WebSocketRequestValidationError) -> None:
+        await refuse_handshake(websocket, InvalidParameter(_problems(exc.errors())))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -101,6 +103,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal_error", "internal error; see the service log")
+
+
+def _problems(errors: Sequence[Any]) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
 
 
 def _error(

@@ -12,6 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+# The largest integer a JSON number holds exactly (JavaScript's Number.MAX_SAFE_INTEGER): a
+# stream's seq must increase, so one beyond it could never be followed.
+MAX_SEQ = 2**53 - 1
+
 
 class Centroid(BaseModel):
     x: float = Field(description="Column, in pixels of the frame as sent.")

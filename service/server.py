@@ -30,6 +30,9 @@ def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Co
         host=settings.host,
         port=settings.port,
         ws_max_size=settings.max_body_bytes,  # a larger WebSocket message closes with 1009
+        # wsproto: a refused handshake (the app's 4xx + JSON body) is a finished exchange there;
+        # uvicorn's websockets-sansio logs each one as an ERROR (Kludex/uvicorn PR #3138)
+        ws="wsproto",
         log_level=settings.log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",

@@ -226,6 +226,30 @@ BAD_REQUESTS = [
     ),
     ("zero width", "/v1/detect", b"\0" * 64, {"width": 0, "height": 8}, 422, "invalid_parameter"),
     (
+        "NaN timestamp",
+        "/v1/detect",
+        png(noise_frame(64, 64, 0)),
+        {"timestamp": "nan"},
+        422,
+        "invalid_parameter",
+    ),
+    (
+        "infinite timestamp",
+        "/v1/streams/survivor/frames",
+        png(noise_frame(64, 64, 0)),
+        {"timestamp": "1e999"},
+        422,
+        "invalid_parameter",
+    ),
+    (
+        "seq beyond 2**53",
+        "/v1/streams/survivor/frames",
+        png(noise_frame(64, 64, 0)),
+        {"seq": str(10**29)},
+        422,
+        "invalid_parameter",
+    ),
+    (
         "oversized body",
         "/v1/detect",
         b"\0" * (2 << 20),
@@ -338,6 +362,45 @@ def test_bad_websocket_frames_are_answered_and_the_stream_goes_on(server):
     assert [a["seq"] for a in answers if a["type"] == "result"] == [0, 1, 2]
 
 
+def strict_json(text: str) -> dict:
+    """JSON as the standard defines it: NaN and Infinity are not numbers there."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    answer: dict = json.loads(text, parse_constant=refuse)
+    return answer
+
+
+def test_websocket_headers_with_a_timestamp_or_seq_out_of_range_are_refused(server):
+    """Non-finite timestamps (1e999 parses as infinity) and seq beyond 2**53 are that frame's
+    error; every message out is standard JSON, and the stream goes on."""
+    headers = [
+        '{"timestamp": 1e999}',
+        '{"timestamp": NaN}',
+        '{"timestamp": -Infinity}',
+        '{"seq": 100000000000000000000000000000}',
+    ]
+
+    async def run():
+        async with websockets.connect(f"{server.ws_url}/v1/streams/ws-ranges/ws") as socket:
+            answers = []
+            for header in headers:
+                await socket.send(header)
+                await socket.send(png(noise_frame(64, 64, 0)))
+                for _ in range(2):  # the header's error, then the frame's answer
+                    answers.append(strict_json(await socket.recv()))
+            return answers
+
+    answers = asyncio.run(run())
+    refusals = answers[0::2]
+    assert [a["type"] for a in refusals] == ["error"] * len(headers)
+    assert {a["error"]["code"] for a in refusals} == {"invalid_parameter"}
+    frames = answers[1::2]  # sent without a valid header: the stream's next seq, now as time
+    assert [a["type"] for a in frames] == ["result"] * len(headers)
+    assert [a["seq"] for a in frames] == [0, 1, 2, 3]
+
+
 def test_websocket_handshake_refusals_carry_status_and_json(server):
     async def refused(url):
         with pytest.raises(websockets.exceptions.InvalidStatus) as caught:
@@ -358,6 +421,12 @@ def test_websocket_handshake_refusals_carry_status_and_json(server):
         "unknown_model",
     )
     assert asyncio.run(second_connection()) == (409, "stream_in_use")
+    # invalid parameters: 422 like REST, not the 403 of an unanswered handshake
+    for query in ("ws?mask=xyz", "watch?preview_width=-1", "watch?preview_width=big"):
+        assert asyncio.run(refused(f"{server.ws_url}/v1/streams/x/{query}")) == (
+            422,
+            "invalid_parameter",
+        ), query
 
 
 def test_delete_closes_the_live_websocket(server, http):

@@ -1,6 +1,7 @@
 """Limits and lifecycle of a real server: API keys, overload, failures, readiness, shutdown."""
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -57,6 +58,15 @@ def test_api_keys_guard_the_api_but_not_the_probes():
         assert (missing.status_code, missing.json()["error"]["code"]) == (401, "unauthorized")
         assert (wrong.status_code, wrong.json()["error"]["code"]) == (403, "forbidden")
         assert right.status_code == 200
+        # two keys (one valid): refused, never "the first one wins"
+        for keys in (["key-2", "nope"], ["nope", "key-2"], ["key-1", "key-1"]):
+            twice = httpx.post(
+                f"{url}/v1/detect", content=body, headers=[("X-API-Key", k) for k in keys]
+            )
+            assert (twice.status_code, twice.json()["error"]["code"]) == (
+                401,
+                "duplicate_api_key",
+            ), keys
         assert httpx.get(f"{url}/v1/streams").status_code == 401
         assert httpx.delete(f"{url}/v1/streams/x").status_code == 401
         for probe in ("/healthz", "/readyz", "/metrics"):
@@ -71,7 +81,42 @@ def test_api_keys_guard_the_api_but_not_the_probes():
 
         assert asyncio.run(websocket(None)) == 401
         assert asyncio.run(websocket({"X-API-Key": "wrong"})) == 403
+        assert asyncio.run(websocket([("X-API-Key", "key-1"), ("X-API-Key", "x")])) == 401
         assert asyncio.run(websocket({"X-API-Key": "key-1"}))[0]["type"] == "result"
+
+
+def test_refused_handshakes_are_answered_without_an_error_in_the_log():
+    """Every refused WebSocket handshake (bad key, bad parameter, unknown model) is an ordinary
+    answer: an access-log line, never an ERROR (they page people) or a traceback."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "service", "fastapi")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with running_server(api_keys=["key-1"]) as server:
+
+            async def refused(path, headers):
+                with pytest.raises(websockets.exceptions.InvalidStatus) as caught:
+                    async with websockets.connect(
+                        f"{server.ws_url}{path}", additional_headers=headers
+                    ):
+                        pass
+                return caught.value.response.status_code
+
+            key = {"X-API-Key": "key-1"}
+            statuses = [
+                asyncio.run(refused("/v1/streams/a/ws", {"X-API-Key": "wrong"})),
+                asyncio.run(refused("/v1/streams/a/ws?mask=xyz", key)),
+                asyncio.run(refused("/v1/streams/a/watch?preview_width=-1", key)),
+                asyncio.run(refused("/v1/streams/a/ws?model=yolo", key)),
+            ]
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert statuses == [403, 422, 422, 404]
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == []
 
 
 # --- overload and failures -------------------------------------------------------------------

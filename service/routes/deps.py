@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection, Request
 from service.api.engine import Engine
 from service.codecs import FrameLimits, RawLayout, decode_frame
 from service.errors import Forbidden, InvalidParameter, ServiceError, TooLarge, Unauthorized
+from service.schemas import MAX_SEQ
 from service.settings import Settings
 
 STREAM_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -28,28 +29,44 @@ def get_engine(connection: HTTPConnection) -> Engine:
 EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
-def check_api_key(settings: Settings, key: str | None) -> None:
-    """401 without a key, 403 with a wrong one; nothing to check when no keys are configured."""
+def check_api_key(settings: Settings, keys: list[str]) -> None:
+    """401 without a key or with more than one, 403 with a wrong one; nothing to check when no
+    keys are configured. ``keys``: every X-API-Key the request carries (a proxy may add one:
+    which of two counts is ambiguous, so neither does)."""
     if not settings.api_keys:
         return
-    if not key:
+    if not keys:
         raise Unauthorized("this service requires an X-API-Key header")
+    if len(keys) > 1:
+        raise Unauthorized(
+            f"the request carries {len(keys)} X-API-Key headers; send exactly one",
+            code="duplicate_api_key",
+        )
     # Compare against every key in constant time, so timing reveals neither key nor position.
-    matches = [hmac.compare_digest(key.encode(), valid.encode()) for valid in settings.api_keys]
+    key = keys[0].encode()
+    matches = [hmac.compare_digest(key, valid.encode()) for valid in settings.api_keys]
     if not any(matches):
         raise Forbidden("the X-API-Key is not valid")
 
 
+def api_keys_of(connection: HTTPConnection) -> list[str]:
+    return connection.headers.getlist("x-api-key")
+
+
 def require_api_key(
-    connection: HTTPConnection, x_api_key: Annotated[str | None, Header()] = None
+    connection: HTTPConnection,
+    x_api_key: Annotated[
+        str | None, Header(description="API key, when the service has keys")
+    ] = None,
 ) -> None:
-    check_api_key(connection.app.state.settings, x_api_key)
+    """``x_api_key`` documents the header; the check reads every copy of it from the request."""
+    check_api_key(connection.app.state.settings, api_keys_of(connection))
 
 
-def check_stream_handshake(settings: Settings, key: str | None, stream_id: str) -> None:
-    """A WebSocket's key and stream id, checked before the handshake is accepted (REST routes
+def check_stream_handshake(settings: Settings, keys: list[str], stream_id: str) -> None:
+    """A WebSocket's keys and stream id, checked before the handshake is accepted (REST routes
     get the same checks from ``require_api_key`` and the path pattern)."""
-    check_api_key(settings, key)
+    check_api_key(settings, keys)
     if not re.fullmatch(STREAM_ID_PATTERN, stream_id):
         raise InvalidParameter(f"stream id must match {STREAM_ID_PATTERN}")
 
@@ -71,8 +88,12 @@ class FrameQuery:
         width: Annotated[int | None, Query(ge=1, description="Raw frames: pixels per row")] = None,
         height: Annotated[int | None, Query(ge=1, description="Raw frames: rows")] = None,
         dtype: Annotated[Literal["uint8", "uint16"], Query(description="Raw pixel type")] = "uint8",
-        seq: Annotated[int | None, Query(ge=0, description="Frame number in its stream")] = None,
-        timestamp: Annotated[float | None, Query(description="Capture time, Unix s")] = None,
+        seq: Annotated[
+            int | None, Query(ge=0, le=MAX_SEQ, description="Frame number in its stream")
+        ] = None,
+        timestamp: Annotated[
+            float | None, Query(allow_inf_nan=False, description="Capture time, Unix s")
+        ] = None,
     ) -> None:
         self.model = model
         self.want_mask = mask == "rle"

@@ -27,11 +27,13 @@ from service.codecs import decode_frame
 from service.errors import InvalidParameter, ServiceError
 from service.routes import render
 from service.routes.deps import (
+    api_keys_of,
     check_stream_handshake,
     frame_limits,
     raw_layout,
     refuse_handshake,
 )
+from service.schemas import MAX_SEQ
 from service.transport.messages import Answer
 
 router = APIRouter(tags=["live"])
@@ -45,8 +47,8 @@ class FrameHeader(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seq: int | None = Field(default=None, ge=0)
-    timestamp: float | None = None
+    seq: int | None = Field(default=None, ge=0, le=MAX_SEQ)
+    timestamp: float | None = Field(default=None, allow_inf_nan=False)
     width: int | None = Field(default=None, ge=1)
     height: int | None = Field(default=None, ge=1)
     dtype: Literal["uint8", "uint16"] = "uint8"
@@ -61,7 +63,7 @@ async def live_stream(
 ) -> None:
     engine: Engine = websocket.app.state.engine
     try:
-        check_stream_handshake(engine.settings, websocket.headers.get("x-api-key"), stream_id)
+        check_stream_handshake(engine.settings, api_keys_of(websocket), stream_id)
         connection = _LiveConnection(websocket, engine, mask == "rle")
         connection.session = engine.open_live(stream_id, model, connection)
     except ServiceError as exc:

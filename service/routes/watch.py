@@ -28,7 +28,7 @@ from service.api.engine import Engine
 from service.api.watchers import Watcher
 from service.errors import ServiceError
 from service.routes import render
-from service.routes.deps import check_stream_handshake, refuse_handshake
+from service.routes.deps import api_keys_of, check_stream_handshake, refuse_handshake
 from service.schemas import Preview, WatchedResult
 from service.transport.messages import Answer, FrameDropped
 
@@ -46,9 +46,8 @@ async def watch_stream(
 ) -> None:
     engine: Engine = websocket.app.state.engine
     try:
-        check_stream_handshake(
-            engine.settings, websocket.headers.get("x-api-key") or key, stream_id
-        )
+        keys = api_keys_of(websocket) or ([key] if key is not None else [])
+        check_stream_handshake(engine.settings, keys, stream_id)
         watcher = engine.watchers.add(stream_id)
     except ServiceError as exc:
         await refuse_handshake(websocket, exc)
