@@ -7,12 +7,17 @@ open. Codes are stable strings that clients can branch on; messages are for peop
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 
 class ServiceError(Exception):
     """A failure with the HTTP status and machine-readable code the contract gives it."""
 
     status = 500
     code = "internal_error"
+    # How the frame a request carried is counted (service.metrics.FrameTicket): the service
+    # refused or failed it, or it was dropped for reasons outside it (load, a client gone).
+    counted_as: ClassVar[Literal["failed", "dropped"]] = "failed"
 
     def __init__(
         self, message: str, *, code: str | None = None, retry_after_s: int | None = None
@@ -60,6 +65,25 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class BodyTimeout(ServiceError):
+    """The request body did not arrive in time (stalled or trickling): the connection is closed."""
+
+    status = 408
+    code = "body_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "Connection": "close"}
+
+
+class ClientGone(ServiceError):
+    """The client disconnected before its request was read: nobody is left to answer (499 is
+    what the access log shows, after nginx's 'client closed request')."""
+
+    status = 499
+    code = "client_gone"
+    counted_as = "dropped"
+
+
 class TooLarge(ServiceError):
     """Body or frame beyond the configured limits (checked before decoding)."""
 
@@ -82,6 +106,7 @@ class Overloaded(ServiceError):
 
     status = 429
     code = "overloaded"
+    counted_as = "dropped"
 
 
 class NotAlive(ServiceError):

@@ -22,7 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.errors import Overloaded, ServiceError
+from service.errors import ServiceError
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STAGES = ("queue", "inference", "postprocess", "total")
@@ -139,7 +139,7 @@ class FrameTicket:
     """One received frame's bookkeeping: exactly one of processed / dropped / failed.
 
     A frame handler opens the ticket as a context manager; an exception escaping it settles the
-    ticket (``Overloaded`` as dropped, other errors as failed with their code) unless the engine
+    ticket (as the error's ``counted_as`` says, with its code) unless the engine
     took the frame over (``handed_over``): from then on the engine settles it when it finishes.
     """
 
@@ -183,10 +183,9 @@ class FrameTicket:
 
     def reject(self, exc: BaseException) -> None:
         """Settle from the exception that stopped the frame before it reached the engine."""
-        if isinstance(exc, Overloaded):
-            self.dropped(exc.code)
-        elif isinstance(exc, ServiceError):
-            self.failed(exc.code)
+        if isinstance(exc, ServiceError):
+            settle = self.dropped if exc.counted_as == "dropped" else self.failed
+            settle(exc.code)
         elif isinstance(exc, asyncio.CancelledError):
             self.dropped("cancelled")
         else:

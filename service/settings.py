@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Largest request body / WebSocket message."
     )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a request body may take to arrive; then 408 and the connection "
+        "is closed (a stalled or trickling upload holds memory and a connection).",
+    )
+    body_idle_timeout_s: float = Field(
+        default=10.0, gt=0, description="Longest silence within a request body; then 408."
+    )
     max_frame_pixels: int = Field(
         default=2048 * 2048, ge=1, description="Largest width*height, checked before decoding."
     )

@@ -1,7 +1,9 @@
 """Limits and lifecycle of a real server: API keys, overload, failures, readiness, shutdown."""
 
 import asyncio
+import contextlib
 import logging
+import socket
 import threading
 import time
 
@@ -9,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import websockets
+from scale_out_support import wait_for
 from service_support import (
     assert_frames_accounted,
     exchange,
@@ -306,3 +309,72 @@ def test_a_crashed_worker_answers_waiting_callers_and_fails_liveness():
         assert httpx.get(f"{server.base_url}/healthz").status_code == 503
         assert httpx.get(f"{server.base_url}/readyz").status_code == 503
         assert_frames_accounted(server.base_url)
+
+
+# --- slow and vanishing uploads --------------------------------------------------------------
+def upload_head(server, announced: int) -> bytes:
+    return (
+        f"POST /v1/detect?width=256&height=256 HTTP/1.1\r\nHost: {server.settings.host}\r\n"
+        f"Content-Length: {announced}\r\n\r\n"
+    ).encode()
+
+
+def answer_of(connection: socket.socket, within_s: float) -> bytes:
+    """Everything the server sends until it closes the connection (or ``within_s`` passes)."""
+    connection.settimeout(within_s)
+    received = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def test_stalled_and_trickling_uploads_are_timed_out_and_closed():
+    """An upload that stops (20 such connections held a server's memory forever) or trickles
+    gets 408 and its connection closed; the service goes on serving."""
+    with running_server(body_idle_timeout_s=0.5, body_timeout_s=2.0) as server:
+        stalled = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+        for connection in stalled:
+            connection.sendall(upload_head(server, 256 * 256) + b"\0" * 30_000)
+        trickling = socket.create_connection(("127.0.0.1", server.port))
+        trickling.sendall(upload_head(server, 256 * 256))
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:
+            with contextlib.suppress(OSError):  # closed by the server once its time is up
+                trickling.sendall(b"\0" * 100)
+            time.sleep(0.2)
+        for connection in [*stalled, trickling]:
+            answer = answer_of(connection, within_s=5.0)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b'"body_timeout"' in answer
+            connection.close()
+        assert httpx.post(f"{server.base_url}/v1/detect", content=png(noise_frame(64, 64, 0)))
+        assert (
+            metric_value(server.base_url, 'irtrack_frames_failed_total{reason="body_timeout"}')
+            == 21
+        )
+        assert_frames_accounted(server.base_url)
+
+
+def test_a_client_gone_mid_upload_is_no_server_failure():
+    """Not a 500, not a traceback, not failed{internal}: dropped{client_gone}."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    for name in ("uvicorn.error", "service"):
+        logging.getLogger(name).addHandler(handler)
+    try:
+        with running_server() as server:
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", server.port)) as connection:
+                    connection.sendall(upload_head(server, 256 * 256) + b"\0" * 1000)
+                    time.sleep(0.2)
+            dropped = 'irtrack_frames_dropped_total{reason="client_gone"} 3.0'
+            metrics = f"{server.base_url}/metrics"
+            wait_for(lambda: dropped in httpx.get(metrics).text, 5, "three client_gone drops")
+            assert 'reason="internal"' not in httpx.get(metrics).text
+            assert_frames_accounted(server.base_url)
+    finally:
+        for name in ("uvicorn.error", "service"):
+            logging.getLogger(name).removeHandler(handler)
+    assert [r.getMessage() for r in records] == []

@@ -10,11 +10,19 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import Depends, Header, Query, WebSocket
 from fastapi.responses import JSONResponse
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 
 from service.api.engine import Engine
 from service.codecs import FrameLimits, RawLayout, decode_frame
-from service.errors import Forbidden, InvalidParameter, ServiceError, TooLarge, Unauthorized
+from service.errors import (
+    BodyTimeout,
+    ClientGone,
+    Forbidden,
+    InvalidParameter,
+    ServiceError,
+    TooLarge,
+    Unauthorized,
+)
 from service.schemas import MAX_SEQ
 from service.settings import Settings
 
@@ -116,17 +124,42 @@ def frame_limits(settings: Settings) -> FrameLimits:
 
 
 async def read_frame(request: Request, query: FrameQuery, settings: Settings) -> np.ndarray:
-    """Read the body without ever holding more than the limit, then decode it."""
+    """Read the body, then decode it (off the event loop: other streams keep moving)."""
+    body = await read_body(request, settings)
+    return await asyncio.to_thread(decode_frame, body, frame_limits(settings), query.raw)
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The body, never holding more than ``max_body_bytes``, within ``body_timeout_s`` and with
+    no silence longer than ``body_idle_timeout_s`` (408 and the connection closed otherwise)."""
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(
             f"the body has {declared} bytes, the limit is {limit}", code="body_too_large"
         )
+    deadline = asyncio.get_running_loop().time() + settings.body_timeout_s
+    chunks = request.stream()
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise TooLarge(f"the body exceeds the limit of {limit} bytes", code="body_too_large")
-    # Decoding a large PNG takes milliseconds: off the event loop, so other streams keep moving.
-    return await asyncio.to_thread(decode_frame, bytes(body), frame_limits(settings), query.raw)
+    try:
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            wait_s = min(settings.body_idle_timeout_s, remaining)
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), max(0.0, wait_s))
+            except StopAsyncIteration:
+                return bytes(body)
+            except TimeoutError:
+                raise BodyTimeout(
+                    f"the body did not arrive within {settings.body_timeout_s:g} s, or paused "
+                    f"for more than {settings.body_idle_timeout_s:g} s"
+                ) from None
+            body += chunk
+            if len(body) > limit:
+                raise TooLarge(
+                    f"the body exceeds the limit of {limit} bytes", code="body_too_large"
+                )
+    except ClientDisconnect:
+        raise ClientGone("the client disconnected while sending the body") from None
+    finally:
+        await chunks.aclose()
