@@ -20,6 +20,7 @@ COMMANDS = {
     "info": "cli.models:info",
     "export": "cli.models:export",
     "train": "training.command:train_command",
+    "select": "training.selection:select_command",
     "eval": "evaluation.images:eval_command",
     "eval-sequences": "evaluation.sequences:eval_sequences",
     "eval-tracks": "evaluation.tracks:eval_tracks",

@@ -25,29 +25,38 @@ VAL_SEQUENCE_SEED = 31_337  # the validation sequences are fixed: the same for e
 PART_SEED_STEP = 1_000  # each mixed-in dataset draws its random transforms from its own seed
 
 
-def build_datasets(hyper: Hyper, config: TrainConfig) -> tuple[Dataset, Dataset]:
-    """(train, val) datasets; samples are dicts with ``image`` (model input) and ``mask``.
+def build_datasets(
+    hyper: Hyper, config: TrainConfig, with_val: bool = True
+) -> tuple[Dataset, Dataset | None]:
+    """(train, val) datasets; samples are dicts with ``image`` (model input) and ``mask``;
+    ``with_val=False`` builds no validation set (its data need not be there).
 
     ``hyper.data`` names one dataset or several joined with ``+`` (e.g.
     ``nudt-sirst+sirst-v2+drone-ir``): training draws from all of them in every epoch, and the
     model is selected on the union of their validation splits."""
     pairs = [
-        _part(part, hyper, config, hyper.seed + PART_SEED_STEP * index)
+        _part(part, hyper, config, hyper.seed + PART_SEED_STEP * index, with_val)
         for index, part in enumerate(data_parts(hyper.data))
     ]
-    trains, vals = zip(*pairs, strict=True)
-    if len(pairs) == 1:
-        return trains[0], vals[0]
-    return ConcatDataset(trains), ConcatDataset(vals)
+    trains = [train for train, _ in pairs]
+    vals = [val for _, val in pairs if val is not None]
+    train = trains[0] if len(trains) == 1 else ConcatDataset(trains)
+    if not with_val:
+        return train, None
+    return train, vals[0] if len(vals) == 1 else ConcatDataset(vals)
 
 
-def _part(name: str, hyper: Hyper, config: TrainConfig, seed: int) -> tuple[Dataset, Dataset]:
+def _part(
+    name: str, hyper: Hyper, config: TrainConfig, seed: int, with_val: bool
+) -> tuple[Dataset, Dataset | None]:
     if name == SEQUENCE_DATA:
         clips = SequenceConfig(length=8, size=(hyper.size, hyper.size), target_free_prob=0.15)
         train_source = SequenceSource.from_split("train", config.data_dir, limit=hyper.limit)
-        val_source = SequenceSource.from_split("val", config.data_dir, limit=hyper.limit)
         assert hyper.epoch_size is not None
         train: Dataset = SyntheticWindowDataset(train_source, clips, hyper.epoch_size, seed)
+        if not with_val:
+            return train, None
+        val_source = SequenceSource.from_split("val", config.data_dir, limit=hyper.limit)
         val_sequences = scenario_sequences(
             val_source, VAL_SEQUENCE_SEED, config.val_sequence_length, (hyper.size, hyper.size)
         )
@@ -63,20 +72,21 @@ def _part(name: str, hyper: Hyper, config: TrainConfig, seed: int) -> tuple[Data
     if name == DRONE_IR:
         frames = model_info(hyper.model).frames
         window = frames if frames > 1 else None
+
+        def labelled_clips(split: str, **options: Any) -> InMemorySamples:
+            samples = video_samples(split, window, data_dir=config.data_dir, limit=hyper.limit)
+            return InMemorySamples(samples, **options)
+
         return (
-            InMemorySamples(
-                video_samples("train", window, data_dir=config.data_dir, limit=hyper.limit),
-                **transforms,
-            ),
-            InMemorySamples(
-                video_samples("val", window, data_dir=config.data_dir, limit=hyper.limit),
-                resize=resize,
-            ),
+            labelled_clips("train", **transforms),
+            labelled_clips("val", resize=resize) if with_val else None,
         )
     directory = config.data_dir / name
     return (
         _in_memory(IRSTDDataset(directory, "train"), hyper.limit, **transforms),
-        _in_memory(IRSTDDataset(directory, "val"), hyper.limit, resize=resize),
+        _in_memory(IRSTDDataset(directory, "val"), hyper.limit, resize=resize)
+        if with_val
+        else None,
     )
 
 

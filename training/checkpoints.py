@@ -34,6 +34,7 @@ class Progress:
     epoch_loss_sum: float = 0.0  # running sums of the epoch in progress
     epoch_batches: int = 0
     epoch_seconds: float = 0.0
+    seconds_per_iteration: float | None = None  # of the last finished epoch
 
 
 def save_checkpoint(

@@ -44,7 +44,12 @@ def train_command(
         int | None,
         typer.Option(help="train on native-scale random crops of this size, validate native"),
     ] = None,
-    val_every: Annotated[int, typer.Option(help="validate every N epochs (val split)")] = 1,
+    val_every: Annotated[
+        int, typer.Option(min=0, help="validate every N epochs (val split); 0 = never")
+    ] = 1,
+    snapshot_every: Annotated[
+        int | None, typer.Option(min=1, help="also keep the weights every N epochs (snapshots/)")
+    ] = None,
     augment: Annotated[bool | None, typer.Option("--augment/--no-augment")] = None,
     jitter: Annotated[
         bool | None,
@@ -96,6 +101,7 @@ def train_command(
         max_minutes=max_minutes,
         checkpoint_minutes=checkpoint_minutes,
         val_every=val_every,
+        snapshot_every=snapshot_every,
         data_dir=data_dir,
         init_weights=init_weights,
     )

@@ -45,7 +45,8 @@ class TrainConfig:
     resume: bool = False
     max_minutes: float | None = None
     checkpoint_minutes: float = 5.0
-    val_every: int = 1
+    val_every: int = 1  # 0: never validate (and need no validation data)
+    snapshot_every: int | None = None  # also keep the weights every N epochs (SNAPSHOTS)
     val_sequence_length: int = 20  # frames per validation sequence (8 scenarios)
     stop_after_iterations: int | None = None  # stop (with a checkpoint) after this many in total
     init_weights: Path | None = (

@@ -27,7 +27,7 @@ import math
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Sized
+from collections.abc import Sized
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ from training.recipes import RECIPES, TrainStep
 
 BEST_WEIGHTS = "best.safetensors"
 LOG = "log.jsonl"
+SNAPSHOTS = "snapshots"  # weights every --snapshot-every epochs, for selection elsewhere
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class TrainResult:
     iteration: int
     best_metric: float | None
     out: Path
+    seconds_per_iteration: float | None  # of the epoch in progress when paused, else the last
 
 
 def git_commit() -> str:
@@ -135,7 +137,7 @@ def _train(config: TrainConfig) -> TrainResult:
     step = cast(TrainStep, torch.compile(recipe.step)) if config.compile else recipe.step
     validated = ema.module if ema is not None else model
 
-    train_set, val_set = build_datasets(hyper, config)
+    train_set, val_set = build_datasets(hyper, config, with_val=config.val_every > 0)
     train_count = len(cast(Sized, train_set))
     batches_per_epoch = len(epoch_batches(train_count, hyper.batch_size, hyper.seed, 0))
     last_save = time.monotonic()
@@ -169,12 +171,13 @@ def _train(config: TrainConfig) -> TrainResult:
             generator=torch.Generator().manual_seed(hyper.seed * 100_003 + epoch),
         )
         bar = tqdm(
-            _timed(loader, progress),
+            loader,
             total=batches_per_epoch,
             initial=done_in_epoch,
             desc=f"{hyper.model} epoch {epoch + 1}/{hyper.epochs}",
             dynamic_ncols=True,
         )
+        tick = time.monotonic()
         for batch in bar:
             lr = hyper.lr * lr_factor(hyper, epoch, progress.iteration, batches_per_epoch)
             for group in optimizer.param_groups:
@@ -190,8 +193,10 @@ def _train(config: TrainConfig) -> TrainResult:
             if ema is not None:
                 ema.update_parameters(model)
             progress.iteration += 1
-            progress.epoch_loss_sum += loss.item()
+            progress.epoch_loss_sum += loss.item()  # waits for the step: the time below is real
             progress.epoch_batches += 1
+            progress.epoch_seconds += time.monotonic() - tick  # loading and training the batch
+            tick = time.monotonic()
             bar.set_postfix(
                 loss=f"{progress.epoch_loss_sum / progress.epoch_batches:.4f}", lr=f"{lr:.2e}"
             )
@@ -210,28 +215,19 @@ def _train(config: TrainConfig) -> TrainResult:
     return _result(True, progress, out)
 
 
-def _timed(loader: DataLoader, progress: Progress) -> Iterator[dict[str, Any]]:
-    """Yield the loader's batches, adding the time spent (loading + training) to the epoch."""
-    tick = time.monotonic()
-    for batch in loader:
-        yield batch
-        now = time.monotonic()
-        progress.epoch_seconds += now - tick
-        tick = now
-
-
 def _finish_epoch(
     progress: Progress,
     hyper: Hyper,
     config: TrainConfig,
     model: nn.Module,
-    val_set: Dataset,
+    val_set: Dataset | None,
     device: torch.device,
     amp: bool,
     out: Path,
     lr: float,
 ) -> None:
-    """Validate (every ``val_every`` epochs and after the last), keep the best weights, log."""
+    """Validate (every ``val_every`` epochs and after the last; never with ``val_every`` 0), keep
+    the best weights, a snapshot every ``snapshot_every`` epochs, log."""
     progress.epoch += 1
     entry: dict[str, Any] = {
         "epoch": progress.epoch,
@@ -240,7 +236,15 @@ def _finish_epoch(
         "lr": lr,
         "seconds": round(progress.epoch_seconds, 2),
     }
-    if progress.epoch % config.val_every == 0 or progress.epoch == hyper.epochs:
+    if config.snapshot_every and progress.epoch % config.snapshot_every == 0:
+        save_weights(
+            model,
+            out / SNAPSHOTS / f"epoch-{progress.epoch:04d}.safetensors",
+            weights_metadata(hyper, progress.epoch),
+        )
+    if val_set is not None and (
+        progress.epoch % config.val_every == 0 or progress.epoch == hyper.epochs
+    ):
         tick = time.monotonic()
         metrics = score_samples(model, val_set, device, amp, hyper.batch_size)
         entry["val"] = {k: metrics[k] for k in ("mIoU", "nIoU", "Pd", "Fa", "roc_auc", "images")}
@@ -249,30 +253,43 @@ def _finish_epoch(
         if not math.isnan(miou) and (progress.best_metric is None or miou > progress.best_metric):
             progress.best_metric, progress.best_epoch = miou, progress.epoch
             entry["best"] = True
-            save_weights(model, out / BEST_WEIGHTS, _best_metadata(hyper, progress, metrics))
+            save_weights(
+                model, out / BEST_WEIGHTS, weights_metadata(hyper, progress.epoch, metrics)
+            )
         tqdm.write(f"epoch {progress.epoch}: loss {entry['loss']:.4f}, val mIoU {miou:.2f}")
     with open(out / LOG, "a") as log:
         log.write(json.dumps(entry) + "\n")
+    progress.seconds_per_iteration = progress.epoch_seconds / max(progress.epoch_batches, 1)
     progress.epoch_loss_sum, progress.epoch_batches, progress.epoch_seconds = 0.0, 0, 0.0
 
 
-def _best_metadata(hyper: Hyper, progress: Progress, metrics: dict[str, Any]) -> dict[str, str]:
-    return {
+def weights_metadata(
+    hyper: Hyper, epoch: int, metrics: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """What a weights file written by training says about itself: the run's recipe, the epoch,
+    and its validation figures where it was validated (``split`` = the split they come from)."""
+    metadata = {
         "model": hyper.model,
         "dataset": hyper.data,
-        "split": "val",
-        "epoch": str(progress.epoch),
+        "epoch": str(epoch),
         "epochs_planned": str(hyper.epochs),
-        "val_mIoU": f"{metrics['mIoU']:.4f}",
-        "val_nIoU": f"{metrics['nIoU']:.4f}",
-        "val_Pd": f"{metrics['Pd']:.4f}",
-        "val_Fa": f"{metrics['Fa']:.4f}",
         "val_size": "native" if hyper.crop else str(hyper.size),
         "hyper": json.dumps(asdict(hyper)),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
     }
+    if metrics is not None:
+        metadata["split"] = "val"
+        metadata |= {f"val_{name}": f"{metrics[name]:.4f}" for name in ("mIoU", "nIoU", "Pd", "Fa")}
+    return metadata
 
 
 def _result(finished: bool, progress: Progress, out: Path) -> TrainResult:
-    return TrainResult(finished, progress.epoch, progress.iteration, progress.best_metric, out)
+    rate = (
+        progress.epoch_seconds / progress.epoch_batches
+        if progress.epoch_batches
+        else progress.seconds_per_iteration
+    )
+    return TrainResult(
+        finished, progress.epoch, progress.iteration, progress.best_metric, out, rate
+    )
