@@ -15,10 +15,13 @@ levels has no trustworthy mask (``None``): training skips it rather than teach "
 
 from __future__ import annotations
 
+from itertools import islice
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-from data.video import Box
+from data.video import Box, LabelledClip
 
 BOX_MARGIN_PX = 2
 RING_INNER_PX = 4
@@ -66,3 +69,45 @@ def pseudo_mask(frame: np.ndarray, box: Box) -> np.ndarray | None:
     mask = np.zeros(shape, bool)
     mask[rows, columns] = labels == labels[peak_row, peak_column]
     return mask
+
+
+def examples_png(clips: list[LabelledClip], path: Path, per_row: int = 6, tile: int = 96) -> int:
+    """A sheet of examples: per clip, the middle labelled frame around its box, as it is and
+    with its pseudo-mask in red (or "no mask"). Returns the number of examples drawn."""
+    tiles = []
+    for clip in clips:
+        labelled = [i for i, box in enumerate(clip.boxes) if box is not None]
+        if not labelled:
+            continue
+        index = labelled[len(labelled) // 2]
+        frame = next(islice(clip.frames(), index, None))
+        box = clip.boxes[index]
+        assert box is not None
+        mask = pseudo_mask(frame, box)
+        half = max(24, int(1.5 * max(box.w, box.h)))
+        row, column = int(box.y + box.h / 2), int(box.x + box.w / 2)
+        window = (
+            slice(max(row - half, 0), row + half),
+            slice(max(column - half, 0), column + half),
+        )
+        crop = cv2.resize(frame[window], (tile, tile), interpolation=cv2.INTER_NEAREST)
+        plain = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+        marked = plain.copy()
+        if mask is not None:
+            on = cv2.resize(
+                mask[window].astype(np.uint8), (tile, tile), interpolation=cv2.INTER_NEAREST
+            )
+            marked[on > 0] = (0, 0, 255)
+        label = f"{clip.object_class}{'' if mask is not None else ': no mask'}"
+        pair = np.hstack([plain, marked])
+        cv2.putText(pair, label, (3, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 0), 1)
+        tiles.append(pair)
+    blank = np.zeros_like(tiles[0])
+    rows = [
+        np.hstack(tiles[i : i + per_row] + [blank] * (per_row - len(tiles[i : i + per_row])))
+        for i in range(0, len(tiles), per_row)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.vstack(rows)):
+        raise OSError(f"cannot write {path}")
+    return len(tiles)

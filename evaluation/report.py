@@ -12,7 +12,9 @@ from typing import Any
 import typer
 
 from data.paths import DATA_DIR
+from data.pseudo_masks import examples_png
 from data.synthesis import SEQUENCE_DATA, fixed_eval_set
+from data.video import list_clips, load_clip
 from evaluation.curves import curves_table, plot_learning_curves
 from evaluation.images import evaluate
 from evaluation.sequences import evaluate_on_clips
@@ -190,6 +192,19 @@ def curves_command(
             + table
         )
     typer.echo(table)
+
+
+@report_app.command("pseudo-masks")
+def pseudo_masks_command(
+    png: Path = typer.Option(..., help="write the sheet of examples here"),
+    split: str = typer.Option("train", help="clips of this drone-ir split"),
+    clips: int = typer.Option(24, min=1, help="one example from each of the first N clips"),
+    data_dir: Path = typer.Option(DATA_DIR, help="the shared datasets"),
+) -> None:
+    """Examples of the pseudo-masks training makes from drone-ir boxes (data.pseudo_masks)."""
+    labelled = [load_clip(name, data_dir) for name in list_clips(split, data_dir)[:clips]]
+    count = examples_png(labelled, png)
+    typer.echo(f"wrote {count} examples to {png}")
 
 
 def floor_figures(

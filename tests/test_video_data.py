@@ -1,11 +1,12 @@
 """Pseudo-masks from boxes and the samples the detectors learn from the real clips."""
 
+import cv2
 import numpy as np
 import pytest
 from conftest import require_path
 
 from data.paths import DATA_DIR
-from data.pseudo_masks import pseudo_mask
+from data.pseudo_masks import examples_png, pseudo_mask
 from data.video import Box, load_clip
 from data.video_samples import clip_samples
 from training.config import TrainConfig, resolve
@@ -62,3 +63,15 @@ def test_training_data_must_fit_the_model():
         resolve(TrainConfig(model="sd2net", data="nudt-sirst+imagenet", out=DATA_DIR))
     mixed = resolve(TrainConfig(model="sd2net", data="nudt-sirst+sirst-v2+drone-ir", out=DATA_DIR))
     assert mixed.data == "nudt-sirst+sirst-v2+drone-ir"
+
+
+def test_the_examples_sheet_draws_one_example_per_clip(tmp_path):
+    require_path(DATA_DIR / "drone-ir", "the drone-ir clips (shared/data/drone-ir)")
+    sheet = tmp_path / "sheet.png"
+    assert (
+        examples_png([load_clip("IR_DRONE_002"), load_clip("IR_AIRPLANE_001")], sheet, per_row=2)
+        == 2
+    )
+    image = cv2.imread(str(sheet))
+    assert image.shape == (96, 2 * 2 * 96, 3)
+    assert (image[..., 2] == 255).any()  # a pseudo-mask drawn in red
