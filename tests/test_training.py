@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from data.paths import DATA_DIR
 from models.registry import build_model
-from models.weights import load_weights
+from models.weights import load_weights, save_weights
 from training.checkpoints import CHECKPOINT
 from training.config import TrainConfig
 from training.loop import BEST_WEIGHTS, LOG, train
@@ -141,3 +141,35 @@ def test_std2net_trains_on_synthesized_sequences(tmp_path):
     assert entry["val"]["images"] == 16  # 8 scenarios x 2 frames
     metadata = load_weights(build_model("std2net"), tmp_path / BEST_WEIGHTS)
     assert metadata["dataset"] == "sequences"
+
+
+@needs_data
+def test_a_frozen_backbone_stays_exactly_as_initialised_while_the_head_learns(tmp_path):
+    init = tmp_path / "init.safetensors"
+    torch.manual_seed(3)
+    save_weights(build_model("std2net"), init)
+    config = TrainConfig(
+        model="std2net",
+        data="sequences",
+        out=tmp_path / "run",
+        epochs=1,
+        batch_size=2,
+        size=32,
+        limit=6,
+        epoch_size=4,
+        val_every=0,
+        threads=1,
+        init_weights=init,
+        freeze_backbone=True,
+    )
+    assert train(config).finished
+    before = load_file(str(init))
+    after = {
+        k[6:]: v
+        for k, v in load_file(str(tmp_path / "run" / CHECKPOINT)).items()
+        if k.startswith("model/")
+    }
+    backbone = [k for k in before if k.startswith("backbone.")]
+    head = [k for k in before if k.startswith("head.") and before[k].is_floating_point()]
+    assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)  # BN stats too
+    assert any(not torch.equal(before[k], after[k]) for k in head)

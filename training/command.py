@@ -62,6 +62,13 @@ def train_command(
     ema: Annotated[
         float | None, typer.Option(help="validate an EMA of the weights with this decay")
     ] = None,
+    freeze_backbone: Annotated[
+        bool | None,
+        typer.Option(
+            "--freeze-backbone/--train-backbone",
+            help="std2net: keep the per-frame backbone (from --init-weights) fixed",
+        ),
+    ] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the training step")] = False,
     channels_last: Annotated[bool, typer.Option(help="NHWC weights and batches")] = False,
     limit: Annotated[int | None, typer.Option(help="first N images per split (smoke runs)")] = None,
@@ -89,6 +96,7 @@ def train_command(
         schedule=schedule,
         warmup_epochs=warmup_epochs,
         ema=ema,
+        freeze_backbone=freeze_backbone,
         compile=compile,
         channels_last=channels_last,
         limit=limit,

@@ -34,6 +34,7 @@ class TrainConfig:
     schedule: str | None = None  # a name of SCHEDULES; default: the paper's
     warmup_epochs: int | None = None  # linear lr warm-up over this many epochs (default 0)
     ema: float | None = None  # decay of an exponential moving average of the weights (validated)
+    freeze_backbone: bool | None = None  # STD2Net: train the temporal head on a fixed backbone
     limit: int | None = None  # first N images of each split (smoke runs and tests)
     epoch_size: int | None = None  # synthesized windows per epoch (sequences only)
     device: str = "auto"
@@ -74,6 +75,7 @@ class Hyper:
     schedule: str | None = None  # None: the recipe's
     warmup_epochs: int = 0
     ema: float | None = None
+    freeze_backbone: bool = False
 
 
 TRAJECTORY_FIELDS = tuple(f.name for f in fields(Hyper))

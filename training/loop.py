@@ -120,7 +120,10 @@ def _train(config: TrainConfig) -> TrainResult:
     if config.channels_last:
         to_channels_last(model)
     recipe = RECIPES[hyper.model]
-    optimizer = torch.optim.Adam(model.parameters(), lr=hyper.lr, betas=recipe.betas)
+    if hyper.freeze_backbone:
+        _backbone(model).requires_grad_(False)
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.Adam(trained, lr=hyper.lr, betas=recipe.betas)
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     progress = Progress()
     if checkpoint is None and config.init_weights is not None:
@@ -158,6 +161,9 @@ def _train(config: TrainConfig) -> TrainResult:
         return out_of_iterations or out_of_time
 
     while progress.epoch < hyper.epochs:
+        model.train()  # validation left it so too; a frozen backbone keeps its running statistics
+        if hyper.freeze_backbone:
+            _backbone(model).eval()
         epoch = progress.epoch
         done_in_epoch = progress.iteration - epoch * batches_per_epoch
         batches = epoch_batches(train_count, hyper.batch_size, hyper.seed, epoch)
@@ -213,6 +219,14 @@ def _train(config: TrainConfig) -> TrainResult:
         if progress.epoch < hyper.epochs and paused():
             return _result(False, progress, out)
     return _result(True, progress, out)
+
+
+def _backbone(model: nn.Module) -> nn.Module:
+    """The per-frame SD2Net of a multi-frame model (what ``--freeze-backbone`` freezes)."""
+    backbone = getattr(model, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        raise ValueError(f"{type(model).__name__} has no backbone to freeze")
+    return backbone
 
 
 def _finish_epoch(
