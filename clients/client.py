@@ -117,8 +117,8 @@ class _Call(Generic[Answer]):
         return _Call("DELETE", _stream_path(stream_id), _raise_for_error)
 
 
-class AsyncClient:
-    """The service over asyncio (httpx for REST, websockets for live streams)."""
+class _Endpoint:
+    """Where the service is and how to talk to it: what both clients hold."""
 
     def __init__(
         self, base_url: str, *, api_key: str | None = None, timeout_s: float = 60.0
@@ -126,9 +126,23 @@ class AsyncClient:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout_s = timeout_s
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=_auth(api_key), timeout=timeout_s
-        )
+
+    def _http_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "headers": _auth(self.api_key),
+            "timeout": self.timeout_s,
+        }
+
+
+class AsyncClient(_Endpoint):
+    """The service over asyncio (httpx for REST, websockets for live streams)."""
+
+    def __init__(
+        self, base_url: str, *, api_key: str | None = None, timeout_s: float = 60.0
+    ) -> None:
+        super().__init__(base_url, api_key=api_key, timeout_s=timeout_s)
+        self._http = httpx.AsyncClient(**self._http_options())
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -236,16 +250,14 @@ class AsyncClient:
         )
 
 
-class Client:
+class Client(_Endpoint):
     """The same service calls, blocking. Streams run on a private event loop thread."""
 
     def __init__(
         self, base_url: str, *, api_key: str | None = None, timeout_s: float = 60.0
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.timeout_s = timeout_s
-        self._http = httpx.Client(base_url=self.base_url, headers=_auth(api_key), timeout=timeout_s)
+        super().__init__(base_url, api_key=api_key, timeout_s=timeout_s)
+        self._http = httpx.Client(**self._http_options())
 
     def __enter__(self) -> Client:
         return self
