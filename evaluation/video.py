@@ -209,8 +209,10 @@ def score_clip(
     threshold: float = DEFAULT_THRESHOLD,
     min_area: int = DEFAULT_MIN_AREA,
     frames: Iterable[np.ndarray] | None = None,
+    confirmed_only: bool = False,
 ) -> ClipScore:
-    """Run one clip through ``logits_of`` and the tracker and count what a client would see."""
+    """Run one clip through ``logits_of`` and the tracker and count what a client would see
+    (``confirmed_only``: the stream option that reports only detections of confirmed tracks)."""
     grid, operating = Counts(), Counts()
     operating.found, operating.false_alarms = np.zeros(1, np.int64), np.zeros(1, np.int64)
     events = mm.MOTAccumulator(auto_id=True)
@@ -220,17 +222,18 @@ def score_clip(
         _count_frame(logits, contains, min_area, grid)
         components, _ = detect_in_logits(logits, threshold, min_area)
         centroids = np.array([(c.centroid_x, c.centroid_y) for c in components]).reshape(-1, 2)
-        found, false_alarms = frame_outcome(centroids, contains)
-        operating.frames += 1
-        operating.targets += contains is not None
-        operating.found[0] += found
-        operating.false_alarms[0] += false_alarms
         assignments = tracker.update(centroids, seq=seq)
         confirmed = [
             (a.track_id, x, y)
             for a, (x, y) in zip(assignments, centroids, strict=True)
             if a.track_id is not None
         ]
+        reported = np.array([(x, y) for _, x, y in confirmed]).reshape(-1, 2)
+        found, false_alarms = frame_outcome(reported if confirmed_only else centroids, contains)
+        operating.frames += 1
+        operating.targets += contains is not None
+        operating.found[0] += found
+        operating.false_alarms[0] += false_alarms
         events.update(
             [TARGET_ID] if contains is not None else [],
             [track_id for track_id, _, _ in confirmed],
@@ -285,6 +288,7 @@ def evaluate_model(
     settings: TrackerSettings,
     min_area: int = DEFAULT_MIN_AREA,
     progress: str | None = None,
+    confirmed_only: bool = False,
 ) -> dict[str, Any]:
     """Scores of one model over ``clips``: per group and per clip (Pd, FA/frame at 0.5)."""
     scores = {
@@ -295,6 +299,7 @@ def evaluate_model(
             threshold,
             min_area,
             clip.frames(frames_per_clip),
+            confirmed_only,
         )
         for clip in tqdm(clips, desc=progress, disable=progress is None)
     }
@@ -345,7 +350,14 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         f"{report['frames_per_clip'] or 'all'} frames of each ({report['frames']} frames); a target "
         f"is found when a detection's centroid is inside its box grown by {FOUND_MARGIN_PX:g} px, "
         f"every other detection is a false alarm; tracking from detections with a confirmed track "
-        f"id; threshold {report['threshold']:g}; weights {weights}; {report['date']}; "
+        f"id; threshold {report['threshold']:g}"
+        + (
+            "; Pd and FA at 0.5 count only detections of confirmed tracks (the confirmed-only "
+            "option; Pd at matched false alarms counts every detection)"
+            if report.get("report") == "confirmed"
+            else ""
+        )
+        + f"; weights {weights}; {report['date']}; "
         f"{report['machine']}.",
     ]
     return "\n".join(lines)
@@ -368,12 +380,20 @@ def eval_video(
     backend: Annotated[
         str, typer.Option(help="Single-frame models: auto (ONNX Runtime on a CPU), torch.")
     ] = "auto",
+    policy: Annotated[
+        str,
+        typer.Option(
+            "--report", help="all, or confirmed: count only detections of confirmed tracks."
+        ),
+    ] = "all",
     device: DeviceOption = "auto",
     data_dir: Annotated[Path, typer.Option(help="The shared datasets.")] = DATA_DIR,
     json_path: JsonOption = None,
     markdown_path: MarkdownOption = None,
 ) -> None:
     """Detection and tracking on labelled real thermal clips (drone-ir), as the service runs them."""
+    if policy not in ("all", "confirmed"):
+        raise typer.BadParameter(f"--report is all or confirmed, not {policy!r}")
     torch_device = resolve_device(device)
     try:
         loaded = {
@@ -396,6 +416,7 @@ def eval_video(
         "frames_per_clip": limit,
         "frames": sum(min(len(c.boxes), limit or len(c.boxes)) for c in labelled),
         "threshold": threshold,
+        "report": policy,
         "tracker": settings.model_dump(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": describe_machine(torch_device),
@@ -403,7 +424,15 @@ def eval_video(
     }
     for name, (network, entry) in loaded.items():
         runner = stream_runner(network, torch_device, backend)
-        result = evaluate_model(runner, labelled, limit, threshold, settings, progress=name)
+        result = evaluate_model(
+            runner,
+            labelled,
+            limit,
+            threshold,
+            settings,
+            progress=name,
+            confirmed_only=policy == "confirmed",
+        )
         report["models"][name] = {**entry, **result}
     table = markdown_table(report)
     typer.echo(table)

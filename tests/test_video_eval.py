@@ -96,3 +96,18 @@ def test_eval_video_writes_a_report_of_every_group(tmp_path: Path):
     groups = report["models"]["sd2net"]["groups"]
     assert "all clips" in groups and all(g["frames"] <= 8 for g in groups.values())
     assert "| sd2net | all clips |" in (tmp_path / "video.md").read_text()
+
+
+def test_confirmed_only_reports_a_target_from_its_third_detection():
+    require_path(DRONE_IR, "the drone-ir clips (shared/data/drone-ir)")
+    clip = load_clip(CLIP)
+    score = score_clip(
+        clip,
+        box_oracle(clip, True),
+        PointTracker(TrackerSettings()),
+        frames=clip.frames(20),
+        confirmed_only=True,
+    )
+    labelled = sum(box is not None for box in clip.boxes[:20])
+    assert int(score.operating.found[0]) == labelled - 2  # confirm_hits = 3
+    assert int(score.operating.false_alarms[0]) == 0
