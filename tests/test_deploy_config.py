@@ -1,17 +1,22 @@
 """deploy/, docker/ and docker-compose.yml are consistent with each other and with the service:
 promtool accepts the Prometheus configurations and rules and every alert has a unit test; every
-IRTRACK_* variable they set is a setting; the images install the pinned torch and every package.
-(The live checks, Prometheus scraping a running API and worker and the dashboard's queries, are in
-test_scale_out.py.)"""
+IRTRACK_* variable they set is a setting; the images install the pinned torch and every package;
+compose merges the files; the Kubernetes manifests match the API schemas of the versions named.
+(The live checks: Prometheus scraping a running API and worker and the dashboard's queries in
+test_scale_out.py; the images built and the compose stack run in test_containers.py.)"""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from scale_out_support import REPO, require_binary
@@ -118,16 +123,33 @@ def test_compose_runs_the_five_services_with_keys_and_scrape_targets_that_exist(
             assert not source.startswith(".") or (REPO / source).exists(), volume
 
 
-def test_compose_file_passes_docker_compose_config_where_the_plugin_exists() -> None:
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip("docker compose (the CLI plugin) is not installed")
+def compose_command() -> list[str]:
+    """``docker compose`` where the plugin is installed, else podman-compose (./dev.sh installs it
+    into .venv, and podman, which it needs)."""
+    docker = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if docker.returncode == 0:
+        return ["docker", "compose"]
+    podman_compose = Path(sys.executable).with_name("podman-compose")
+    if not podman_compose.exists() or shutil.which("podman") is None:
+        pytest.skip("neither docker compose nor podman-compose with podman is installed")
+    return [str(podman_compose)]
+
+
+def test_compose_files_merge_and_the_gpu_workers_build_the_cuda_image() -> None:
+    """The files as compose merges them; with docker-compose.gpu.yml the worker's build keeps the
+    base file's target, which docker/Dockerfile.cuda must therefore have."""
+    merged = {}
     for files in (["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"]):
         args = [arg for f in files for arg in ("-f", f)]
         result = subprocess.run(
-            ["docker", "compose", *args, "config", "--quiet"], cwd=REPO, capture_output=True
+            [*compose_command(), *args, "config"], cwd=REPO, capture_output=True, text=True
         )
         assert result.returncode == 0, result.stderr
+        merged[len(files)] = yaml.safe_load(result.stdout)["services"]["worker"]
+    assert merged[1]["image"] == "irtrack:cpu" and merged[2]["image"] == "irtrack:cuda"
+    build = merged[2]["build"]
+    dockerfile = REPO / build["context"] / build["dockerfile"]  # the context comes out absolute
+    assert re.search(rf"^FROM \S+ AS {build['target']}$", dockerfile.read_text(), re.M), build
 
 
 def test_kubernetes_workers_request_a_gpu_and_every_deployment_has_probes() -> None:
@@ -172,18 +194,70 @@ def test_kubernetes_autoscaler_and_prometheus_refer_to_what_exists() -> None:
         assert service["ports"][0]["port"] == sd["port"]
 
 
+def kubernetes_versions() -> list[str]:
+    """The oldest version kustomization.yaml names, and the newest the validator knows."""
+    named = re.search(r"Kubernetes (\d+\.\d+) or newer", (K8S / "kustomization.yaml").read_text())
+    assert named is not None
+    return [f"{named.group(1)}.0", kubernetes_validate.latest_version()]
+
+
+@pytest.mark.parametrize("version", kubernetes_versions())
+def test_kubernetes_manifests_match_the_api_schemas(version: str) -> None:
+    """Every object against the OpenAPI schemas of that Kubernetes version, strictly (an unknown
+    field is an error), with the validator's own check that it does refuse one."""
+    for document in k8s_documents():
+        kubernetes_validate.validate(document, version, strict=True)
+    misspelt = copy.deepcopy(k8s_object("Deployment", "irtrack-worker"))
+    misspelt["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(misspelt, version, strict=True)
+
+
+def test_the_kustomization_sets_every_irtrack_image_the_deployments_run() -> None:
+    """The Deployments name irtrack's images by placeholders without a tag, which
+    kustomization.yaml turns into registry images: each one set, none left over."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    placeholders = {
+        container["image"]
+        for doc in k8s_documents()
+        if doc["kind"] == "Deployment"
+        for container in doc["spec"]["template"]["spec"]["containers"]
+        if ":" not in container["image"]
+    }
+    assert placeholders == {image["name"] for image in kustomization["images"]}
+    assert placeholders == {"irtrack-api", "irtrack-cuda"}
+
+
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.cuda"])
 def test_images_install_the_pinned_torch_and_every_package(dockerfile: str) -> None:
     text = (REPO / "docker" / dockerfile).read_text()
     pyproject = (REPO / "pyproject.toml").read_text()
     pin = re.search(r'"(torch==[^"]+)"', pyproject)
-    assert pin is not None and f'"{pin.group(1)}"' in text
+    assert pin is not None and re.search(rf'"{re.escape(pin.group(1))}(\+\w+)?"', text)
+    assert "COPY . " in text and "[worker]" in text
     packages = re.search(r"include = \[([^\]]*)\]", pyproject)
     assert packages is not None
-    for package in re.findall(r'"(\w+)\*"', packages.group(1)):
-        assert f"COPY {package} ./{package}" in text, package
     ignored = (REPO / ".dockerignore").read_text().split()
-    assert ".venv" in ignored and not {"models", "service", "clients", "bench"} & set(ignored)
+    assert ".venv" in ignored and "tests" in ignored
+    assert not set(re.findall(r'"(\w+)\*"', packages.group(1))) & set(ignored)
+
+
+def test_the_api_image_installs_the_api_extra_without_torch() -> None:
+    """The stages of docker/Dockerfile.cpu that docker-compose.yml builds (tests/test_containers.py
+    builds and runs them): the API on the [api] extra alone, the worker on [worker]."""
+    stages = re.findall(
+        r"^FROM (\S+) AS (\S+)\n(.*?)(?=^FROM |\Z)",
+        (REPO / "docker" / "Dockerfile.cpu").read_text(),
+        re.M | re.S,
+    )
+    base_of = {name: base for base, name, _ in stages}
+    text_of = {name: text for _, name, text in stages}
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    assert compose["api"]["build"]["target"] == "api" and base_of["api"] == "api-deps"
+    assert '"/tmp/irtrack[api]"' in text_of["api-deps"] and "torch" not in text_of["api-deps"]
+    assert "find_spec('torch') is None" in text_of["api"]
+    assert compose["worker"]["build"]["target"] == "worker" and base_of["worker"] == "worker-deps"
+    assert '"/tmp/irtrack[worker]"' in text_of["worker-deps"]
 
 
 def test_deploy_paths_named_in_the_docs_exist() -> None:
