@@ -24,13 +24,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 # --- system packages the test suite drives for real ------------------------------------------------
-# Debian's chromium + chromedriver (tests/test_viewer.py), redis-server (scale-out tests) and
-# prometheus with promtool (monitoring tests), installed for `./dev.sh test` where apt can (root);
-# without them those tests skip with a reason. No browser is downloaded by Python packages.
-test_packages="chromium chromium-driver fonts-dejavu-core redis-server prometheus"
+# Debian's chromium + chromedriver (tests/test_viewer.py), redis-server (scale-out tests),
+# prometheus with promtool (monitoring tests), and podman, runc and debootstrap (the images
+# built and docker-compose.yml run in tests/test_containers.py, with podman-compose from .venv),
+# installed for `./dev.sh test` where apt can (root); without them those tests skip with a reason.
+# No browser is downloaded by Python packages.
+test_packages="chromium chromium-driver fonts-dejavu-core redis-server prometheus podman runc debootstrap"
 if [ "${1:-demo}" = test ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
     && ! { command -v chromium && command -v chromedriver && command -v redis-server \
-           && command -v prometheus && command -v promtool; } >/dev/null; then
+           && command -v prometheus && command -v promtool && command -v podman \
+           && command -v runc && command -v debootstrap; } >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     # shellcheck disable=SC2086  # the package list is meant to split
     apt-get install -y -qq --no-install-recommends $test_packages >/dev/null 2>&1 \

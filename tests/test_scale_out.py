@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,31 +21,35 @@ import numpy as np
 import pytest
 import redis
 import torch
-import websockets
 import yaml
 from scale_out_support import (
     REPO,
+    Exchange,
     PrometheusServer,
     RedisServer,
     ServiceProcess,
+    StreamRun,
+    assert_one_answer_per_frame_in_order,
+    figures_line,
+    prometheus_config,
     require_binary,
+    run_with_fault,
+    stream_ids_per_owner,
     wait_for,
+    websocket_stream,
 )
 from service_support import (
     assert_frames_accounted,
     metric_value,
     noise_frame,
     png,
-    receive_json,
     running_server,
-    send_frame,
 )
 
 from frames.postprocess import sigmoid
 from models.padding import run_padded
 from models.registry import load_model
 from service.codecs import decode_rle
-from service.transport.redis_wire import shard_of
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -176,80 +179,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, threshold: float) -> Any:
 
 def stream_ids_per_worker(cluster: Cluster, per_worker: int, prefix: str) -> dict[int, list[str]]:
     """New stream ids whose shards the workers hold, ``per_worker`` each (worker pid -> ids)."""
-    owners = cluster.shard_owners()
-    chosen: dict[int, list[str]] = {w.pid: [] for w in cluster.workers}
-    for n in range(10_000):
-        stream_id = f"{prefix}-{n}"
-        owner = owners.get(shard_of(stream_id, SHARDS))
-        if owner in chosen and len(chosen[owner]) < per_worker:
-            chosen[owner].append(stream_id)
-    assert all(len(ids) == per_worker for ids in chosen.values()), chosen
-    return chosen
+    pids = [w.pid for w in cluster.workers]
+    return stream_ids_per_owner(cluster.shard_owners(), pids, per_worker, prefix, SHARDS)
 
 
 # --- clients -------------------------------------------------------------------------------------
-@dataclass
-class Exchange:
-    """One frame of a client's stream: when it was sent, when and what was answered."""
-
-    seq: int
-    sent_at: float
-    answered_at: float
-    answer: dict[str, Any]
-
-
-@dataclass
-class StreamRun:
+def noise_stream(index: int, stream_id: str, api: ServiceProcess) -> StreamRun:
     """A client streaming frames ``noise_frame(seed=1000 * index + seq)`` through one API."""
-
-    index: int
-    stream_id: str
-    api: ServiceProcess
-    exchanges: list[Exchange] = field(default_factory=list)
-
-    def frame(self, seq: int) -> np.ndarray:
-        return noise_frame(SIZE, SIZE, seed=1000 * self.index + seq)
-
-    def of_type(self, kind: str) -> list[Exchange]:
-        return [e for e in self.exchanges if e.answer["type"] == kind]
-
-    def first_result_after(self, moment: float) -> float:
-        return min(e.answered_at for e in self.of_type("result") if e.answered_at > moment)
-
-
-async def websocket_stream(
-    run: StreamRun,
-    *,
-    count: int | None = None,
-    until: float = float("inf"),
-    period_s: float = 0.0,
-    window: int = 1,
-) -> None:
-    """Send frames over one WebSocket (``count`` of them, or until the deadline), at most
-    ``window`` unanswered; then check that nothing beyond one answer per frame arrives."""
-    url = f"{run.api.ws_url}/v1/streams/{run.stream_id}/ws?mask=rle"
-    sent_at: list[float] = []
-
-    async def receive() -> None:
-        answer = await receive_json(socket, timeout_s=40)
-        seq = len(run.exchanges)
-        run.exchanges.append(Exchange(seq, sent_at[seq], time.monotonic(), answer))
-
-    async with websockets.connect(url, max_size=None) as socket:
-        while (count is None or len(sent_at) < count) and time.monotonic() < until:
-            sent_at.append(time.monotonic())
-            await send_frame(socket, run.frame(len(sent_at) - 1))
-            while len(sent_at) - len(run.exchanges) >= window:
-                await receive()
-            await asyncio.sleep(max(0.0, sent_at[-1] + period_s - time.monotonic()))
-        while len(run.exchanges) < len(sent_at):
-            await receive()
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(socket.recv(), 0.3)
+    return StreamRun(
+        stream_id, api.base_url, lambda seq: noise_frame(SIZE, SIZE, seed=1000 * index + seq)
+    )
 
 
 async def rest_stream(run: StreamRun, count: int) -> None:
-    async with httpx.AsyncClient(base_url=run.api.base_url, timeout=40) as client:
+    async with httpx.AsyncClient(base_url=run.base_url, timeout=40) as client:
         for seq in range(count):
             sent_at = time.monotonic()
             response = await client.post(
@@ -261,51 +204,22 @@ async def rest_stream(run: StreamRun, count: int) -> None:
             run.exchanges.append(Exchange(seq, sent_at, time.monotonic(), response.json()))
 
 
-def assert_one_answer_per_frame_in_order(runs: list[StreamRun]) -> None:
-    for run in runs:
-        assert run.exchanges, run.stream_id
-        for exchange in run.exchanges:
-            assert exchange.answer["stream_id"] == run.stream_id
-            assert exchange.answer["seq"] == exchange.seq, (run.stream_id, exchange)
-
-
 def print_figures(title: str, runs: list[StreamRun], **extra: object) -> None:
-    exchanges = [e for run in runs for e in run.exchanges]
-    kinds = [e.answer["type"] for e in exchanges]
-    errors = sorted({e.answer["error"]["code"] for e in exchanges if e.answer["type"] == "error"})
-    details = " ".join(
-        f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}"
-        for key, value in extra.items()
-    )
-    print(
-        f"\n[{title}] streams={len(runs)} frames sent={len(exchanges)} "
-        f"answered={kinds.count('result')} dropped={kinds.count('dropped')} "
-        f"failed={kinds.count('error')}{' ' + str(errors) if errors else ''} {details}"
-    )
+    print(f"\n{figures_line(title, runs, **extra)}")
 
 
 def eight_streams(cluster: Cluster, prefix: str) -> tuple[list[StreamRun], dict[int, list[str]]]:
     """Eight streams, four on each worker's shards, alternating between the APIs."""
     by_worker = stream_ids_per_worker(cluster, per_worker=4, prefix=prefix)
     ids = [sid for ids in by_worker.values() for sid in ids]
-    return [StreamRun(i, sid, cluster.apis[i % 2]) for i, sid in enumerate(ids)], by_worker
+    runs = [noise_stream(i, sid, cluster.apis[i % 2]) for i, sid in enumerate(ids)]
+    return runs, by_worker
 
 
-async def run_with_fault(runs: list[StreamRun], seconds: float, fault: Any) -> float:
+def with_fault(runs: list[StreamRun], seconds: float, fault: Any) -> float:
     """Stream (one frame in flight per stream, 8 fps each) while ``fault`` runs after 2 s;
     returns when the fault struck."""
-    until = time.monotonic() + seconds
-    struck: list[float] = []
-
-    async def strike() -> None:
-        await asyncio.sleep(2.0)
-        struck.append(time.monotonic())
-        await asyncio.to_thread(fault)
-
-    await asyncio.gather(
-        strike(), *(websocket_stream(run, until=until, period_s=0.125) for run in runs)
-    )
-    return struck[0]
+    return asyncio.run(run_with_fault(runs, seconds, fault, period_s=0.125, strike_after_s=2.0))
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -322,9 +236,9 @@ def test_two_apis_two_workers_eight_streams_every_frame_answered_once_in_order(
         await asyncio.gather(
             *(
                 websocket_stream(run, count=frames_per_stream, window=2)
-                if run.index % 4 < 2
+                if index % 4 < 2
                 else rest_stream(run, frames_per_stream)
-                for run in runs
+                for index, run in enumerate(runs)
             )
         )
 
@@ -379,15 +293,9 @@ def test_prometheus_scrapes_apis_and_workers_and_every_dashboard_query_has_data(
     """A real Prometheus with deploy/'s configuration (the targets swapped for the test's
     processes, a 1 s scrape) and alert rules; then every query of the Grafana dashboard."""
     require_binary("prometheus")
-    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["rule_files"] = [str(REPO / "deploy/prometheus" / f) for f in config["rule_files"]]
     processes = {"irtrack-api": cluster.apis, "irtrack-worker": cluster.workers}
-    for job in config["scrape_configs"]:
-        del job["dns_sd_configs"]
-        job["static_configs"] = [
-            {"targets": [f"127.0.0.1:{p.port}" for p in processes[job["job_name"]]]}
-        ]
+    targets = {job: [f"127.0.0.1:{p.port}" for p in group] for job, group in processes.items()}
+    config = prometheus_config(targets, REPO / "deploy/prometheus")
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     prometheus = PrometheusServer(tmp_path / "prometheus.yml", tmp_path)
     try:
@@ -395,7 +303,7 @@ def test_prometheus_scrapes_apis_and_workers_and_every_dashboard_query_has_data(
             lambda: prometheus.scalar('count(up{job=~"irtrack-.*"} == 1)') == 4, 30, "targets up"
         )
         # Traffic with every outcome: results, drops (a burst on a live stream) and failures.
-        burst = StreamRun(0, "prometheus-burst", cluster.apis[0])
+        burst = noise_stream(0, "prometheus-burst", cluster.apis[0])
         asyncio.run(websocket_stream(burst, count=12, window=12))
         assert burst.of_type("dropped"), "a burst of 12 frames on one live stream dropped none"
         for api in cluster.apis:
@@ -468,7 +376,7 @@ def test_redis_restart_mid_run_recovers_without_restarting_any_process(cluster: 
         cluster.redis.start()
         outage.append(time.monotonic() - began)
 
-    struck = asyncio.run(run_with_fault(runs, 9.0, restart_redis))
+    struck = with_fault(runs, 9.0, restart_redis)
 
     assert_one_answer_per_frame_in_order(runs)
     for run in runs:
@@ -492,7 +400,7 @@ def test_worker_killed_mid_stream_its_streams_continue_on_the_other(cluster: Clu
     victim, survivor = cluster.workers
     moved = set(by_worker[victim.pid])
 
-    struck = asyncio.run(run_with_fault(runs, 10.0, victim.kill_hard))
+    struck = with_fault(runs, 10.0, victim.kill_hard)
 
     assert_one_answer_per_frame_in_order(runs)
     assert all(not run.of_type("dropped") for run in runs)
