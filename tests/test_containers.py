@@ -529,11 +529,14 @@ def report() -> Iterator[None]:
     compose_version = subprocess.run(
         [podman_compose(), "--version"], capture_output=True, text=True
     ).stdout.splitlines()[0]
+    git = ["git", "-C", str(REPO)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    changes = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
+    source = f"commit {commit.stdout.strip()}" + (" with local changes" if changes.stdout else "")
     Path(destination).write_text(
         f"Measured {machine['date']} on {machine['cpu']} ({os.cpu_count()} cores, load average "
-        f"{machine['load_average_1min']} at the end), {podman_version}, {compose_version}, by "
-        f"`IRTRACK_CONTAINERS_REPORT={destination} ./dev.sh test -m containers`:\n\n"
-        "```\n" + "\n".join(REPORT) + "\n```\n"
+        f"{machine['load_average_1min']} at the end), {podman_version}, {compose_version}, "
+        f"{source}, by tests/test_containers.py:\n\n```\n" + "\n".join(REPORT) + "\n```\n"
     )
 
 
