@@ -17,7 +17,7 @@ Images and the bases stay in podman's storage, so a rerun rebuilds only what cha
 machine everything is built. The figures are printed as they come (image sizes, seconds to build,
 seconds from ``up`` to ready, frames sent / answered / lost, seconds to recover), and written as a
 markdown report to $IRTRACK_CONTAINERS_REPORT when it is set (docs/results/containers.md feeds
-docs/deployment.md). Run it alone: ``./dev.sh test -m containers -p no:randomly``.
+docs/deployment.md). Run it alone: ``./dev.sh test -m containers``.
 """
 
 from __future__ import annotations
