@@ -338,6 +338,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
         for service, containerfile in STAND_INS.items()
         if image_id(docker_hub_name(COMPOSE["services"][service]["image"])) is None
     }
+    # The images these builds replaced, and their layers; the new ones' layers stay as the cache.
+    podman("image", "prune", "--force", timeout_s=600)
     return Images(api, worker, cuda_worker, stand_ins, base_seconds)
 
 
