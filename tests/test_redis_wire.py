@@ -7,7 +7,9 @@ import sys
 
 import numpy as np
 
+from frames.options import DetectionOptions, IgnoreRegion
 from frames.postprocess import Component
+from frames.tracking import TrackState
 from service.transport.messages import Detection, FrameRequest, FrameResult, StreamRelease
 from service.transport.redis_wire import (
     decode_release,
@@ -42,6 +44,16 @@ def test_a_uint16_stream_frame_and_its_metadata_round_trip() -> None:
         session="abc",
         seq=9,
         frames_before=3,
+        threshold=0.7,
+        options=DetectionOptions(
+            width=7,
+            height=12,
+            ignore=(
+                IgnoreRegion(rect=(0, 0, 6, 2)),
+                IgnoreRegion(polygon=((1, 1), (5, 1), (3, 9))),
+            ),
+            report="confirmed",
+        ),
     )
     decoded, reply_to = decode_request(as_read_back(encode_request(request, "irtrack:results:x")))
     assert reply_to == "irtrack:results:x"
@@ -57,6 +69,9 @@ def test_a_result_with_detections_and_a_mask_round_trips() -> None:
         detections=[Detection(component, 12), Detection(component, None)],
         mask_rle={"size": [4, 5], "counts": [3, 2, 15]},
         reset=True,
+        tracks=[
+            TrackState(4, x=1.5, y=2.5, vx=0.25, vy=-0.5, age=9, hits=8, misses=1, confirmed=True)
+        ],
         batch_started_at=1.5,
         inference_s=0.01,
         postprocess_s=0.002,

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from frames.options import DetectionOptions
 from frames.tracking import TrackState
 from service.metrics import FrameCounters
 from service.transport.messages import FrameDropped, FrameRequest, FrameResult
@@ -56,6 +57,7 @@ class StreamSession:
     live_connection: LiveConnection | None = None
     closed: bool = False  # deleted or expired: frames still arriving are dropped
     tracks: list[TrackState] = field(default_factory=list)  # as of the latest result
+    options: DetectionOptions | None = None  # ignore regions, threshold, report policy
     frames_sent: int = 0
     _waiting: deque[_Pending] = field(default_factory=deque, init=False, repr=False)
     _in_flight: _Pending | None = field(default=None, init=False, repr=False)

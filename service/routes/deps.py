@@ -102,12 +102,17 @@ class FrameQuery:
         timestamp: Annotated[
             float | None, Query(allow_inf_nan=False, description="Capture time, Unix s")
         ] = None,
+        threshold: Annotated[
+            float | None,
+            Query(gt=0, lt=1, description="This frame's probability threshold"),
+        ] = None,
     ) -> None:
         self.model = model
         self.want_mask = mask == "rle"
         self.raw = raw_layout(width, height, dtype)
         self.seq = seq
         self.timestamp = timestamp
+        self.threshold = threshold
 
 
 def raw_layout(width: int | None, height: int | None, dtype: str) -> RawLayout | None:

@@ -45,6 +45,7 @@ async def detect(
             timestamp=query.timestamp,
             received_at=received_at,
             ticket=ticket,
+            threshold=query.threshold,
         )
     return render.result(answer, raise_for_outcome(answer, engine.settings.retry_after_s))
 
@@ -74,5 +75,6 @@ async def stream_frame(
             timestamp=query.timestamp,
             received_at=received_at,
             ticket=ticket,
+            threshold=query.threshold,
         )
     return render.result(answer, raise_for_outcome(answer, engine.settings.retry_after_s))

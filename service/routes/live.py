@@ -60,11 +60,12 @@ async def live_stream(
     stream_id: str,
     model: Annotated[str | None, Query()] = None,
     mask: Annotated[Literal["rle"] | None, Query()] = None,
+    threshold: Annotated[float | None, Query(gt=0, lt=1)] = None,
 ) -> None:
     engine: Engine = websocket.app.state.engine
     try:
         check_stream_handshake(engine.settings, api_keys_of(websocket), stream_id)
-        connection = _LiveConnection(websocket, engine, mask == "rle")
+        connection = _LiveConnection(websocket, engine, mask == "rle", threshold)
         connection.session = engine.open_live(stream_id, model, connection)
     except ServiceError as exc:
         await refuse_handshake(websocket, exc)
@@ -81,10 +82,13 @@ class _LiveConnection:
 
     session: StreamSession  # set once the engine attached the connection to its stream
 
-    def __init__(self, websocket: WebSocket, engine: Engine, want_mask: bool) -> None:
+    def __init__(
+        self, websocket: WebSocket, engine: Engine, want_mask: bool, threshold: float | None
+    ) -> None:
         self.websocket = websocket
         self.engine = engine
         self.want_mask = want_mask
+        self.threshold = threshold  # the connection's, over the stream options' and the service's
         # Each entry answers one frame (or a bad header): a pending answer or a ready message.
         self.outbox: asyncio.Queue[asyncio.Future[Answer] | dict[str, Any]] = asyncio.Queue(
             OUTBOX_LIMIT
@@ -139,6 +143,7 @@ class _LiveConnection:
                     timestamp=header.timestamp if header is not None else None,
                     received_at=received_at,
                     ticket=ticket,
+                    threshold=self.threshold,
                 )
         except ServiceError as exc:
             return render.error_message(self.session.stream_id, seq, exc)

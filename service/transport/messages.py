@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from frames.options import DetectionOptions
 from frames.postprocess import Component
 from frames.tracking import TrackState
 
@@ -25,11 +26,13 @@ class FrameRequest:
     received_at: float
     timestamp: float
     want_mask: bool = False
+    threshold: float | None = None  # this frame's probability threshold; None: the service's
     # Stream frames only (None for stateless detection):
     stream_id: str | None = None
     session: str | None = None  # changes when a stream id is deleted and reused: state restarts
     seq: int | None = None
     frames_before: int = 0  # frames of this session sent to the engine earlier
+    options: DetectionOptions | None = None  # the stream's ignore regions and report policy
 
     @property
     def size(self) -> tuple[int, int]:
