@@ -13,12 +13,15 @@ from clients.live import (
     StreamFailed,
     StreamStats,
 )
+from frames.options import DetectionOptions, IgnoreRegion
 
 __all__ = [
     "AsyncClient",
     "BlockingStream",
     "Client",
+    "DetectionOptions",
     "FrameEvent",
+    "IgnoreRegion",
     "IrtrackError",
     "LiveStream",
     "Reconnected",

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection
 
 from clients.live import Encoding, LiveStream, StreamEvent, StreamStats, WhenBusy, raw_bytes
+from frames.options import DetectionOptions
 from service.schemas import ModelInfo, ModelList, Result, StreamInfo, StreamList, WatchedResult
 
 Image = np.ndarray | bytes | Path  # pixels (sent raw) or an encoded PNG/TIFF/JPEG file
@@ -74,8 +75,10 @@ class _Call(Generic[Answer]):
         return _Call("GET", "/v1/models", lambda response: _parse(response, ModelList).models)
 
     @staticmethod
-    def detect(image: Image, model: str | None, mask: bool) -> _Call[Result]:
-        params, content = _frame_request(image, model=model, mask=mask)
+    def detect(
+        image: Image, model: str | None, mask: bool, threshold: float | None
+    ) -> _Call[Result]:
+        params, content = _frame_request(image, model=model, mask=mask, threshold=threshold)
         return _Call(
             "POST",
             "/v1/detect",
@@ -91,8 +94,9 @@ class _Call(Generic[Answer]):
         seq: int | None,
         timestamp: float | None,
         mask: bool,
+        threshold: float | None,
     ) -> _Call[Result]:
-        params, content = _frame_request(image, model, mask, seq, timestamp)
+        params, content = _frame_request(image, model, mask, seq, timestamp, threshold)
         return _Call(
             "POST",
             _stream_path(stream_id, "/frames"),
@@ -115,6 +119,31 @@ class _Call(Generic[Answer]):
     @staticmethod
     def delete_stream(stream_id: str) -> _Call[None]:
         return _Call("DELETE", _stream_path(stream_id), _raise_for_error)
+
+    @staticmethod
+    def set_stream_options(
+        stream_id: str, options: DetectionOptions, model: str | None
+    ) -> _Call[DetectionOptions]:
+        return _Call(
+            "PUT",
+            _stream_path(stream_id, "/options"),
+            lambda response: _parse(response, DetectionOptions),
+            {"json": options.model_dump(mode="json"), "params": {"model": model} if model else {}},
+        )
+
+    @staticmethod
+    def stream_options(stream_id: str) -> _Call[DetectionOptions | None]:
+        return _Call(
+            "GET",
+            _stream_path(stream_id, "/options"),
+            lambda response: (
+                None if response.status_code == 404 else _parse(response, DetectionOptions)
+            ),
+        )
+
+    @staticmethod
+    def clear_stream_options(stream_id: str) -> _Call[None]:
+        return _Call("DELETE", _stream_path(stream_id, "/options"), _raise_for_error)
 
 
 class _Endpoint:
@@ -160,9 +189,16 @@ class AsyncClient(_Endpoint):
     async def models(self) -> list[ModelInfo]:
         return await self._call(_Call.models())
 
-    async def detect(self, image: Image, *, model: str | None = None, mask: bool = False) -> Result:
-        """One image, stateless (no window, no tracker)."""
-        return await self._call(_Call.detect(image, model, mask))
+    async def detect(
+        self,
+        image: Image,
+        *,
+        model: str | None = None,
+        mask: bool = False,
+        threshold: float | None = None,
+    ) -> Result:
+        """One image, stateless (no window, no tracker); ``threshold`` overrides the service's."""
+        return await self._call(_Call.detect(image, model, mask, threshold))
 
     async def send_frame(
         self,
@@ -173,9 +209,12 @@ class AsyncClient(_Endpoint):
         seq: int | None = None,
         timestamp: float | None = None,
         mask: bool = False,
+        threshold: float | None = None,
     ) -> Result:
         """One frame of a stream over REST (its window and tracker are used and updated)."""
-        return await self._call(_Call.send_frame(stream_id, image, model, seq, timestamp, mask))
+        return await self._call(
+            _Call.send_frame(stream_id, image, model, seq, timestamp, mask, threshold)
+        )
 
     async def streams(self) -> list[StreamInfo]:
         return await self._call(_Call.streams())
@@ -187,6 +226,18 @@ class AsyncClient(_Endpoint):
     async def delete_stream(self, stream_id: str) -> None:
         await self._call(_Call.delete_stream(stream_id))
 
+    async def set_stream_options(
+        self, stream_id: str, options: DetectionOptions, *, model: str | None = None
+    ) -> DetectionOptions:
+        """Set the stream's threshold, ignore regions and report policy (a new id starts it)."""
+        return await self._call(_Call.set_stream_options(stream_id, options, model))
+
+    async def stream_options(self, stream_id: str) -> DetectionOptions | None:
+        return await self._call(_Call.stream_options(stream_id))
+
+    async def clear_stream_options(self, stream_id: str) -> None:
+        await self._call(_Call.clear_stream_options(stream_id))
+
     async def _call(self, call: _Call[Answer]) -> Answer:
         return call.parse(await self._http.request(call.method, call.path, **call.request))
 
@@ -197,6 +248,7 @@ class AsyncClient(_Endpoint):
         *,
         model: str | None = None,
         mask: bool = False,
+        threshold: float | None = None,
         max_in_flight: int = 2,
         fps: float | None = None,
         when_busy: WhenBusy = "wait",
@@ -208,7 +260,7 @@ class AsyncClient(_Endpoint):
         ``fps`` paces the sending at a camera's rate (None: as the source and credits allow);
         ``when_busy`` says what a frame that finds ``max_in_flight`` frames unanswered does.
         """
-        query = _query(model=model, mask="rle" if mask else None)
+        query = _query(model=model, mask="rle" if mask else None, threshold=threshold)
         url = f"{self._ws_base()}{_stream_path(stream_id, '/ws')}{query}"
         return LiveStream(
             lambda: self._open_socket(url),
@@ -274,8 +326,15 @@ class Client(_Endpoint):
     def models(self) -> list[ModelInfo]:
         return self._call(_Call.models())
 
-    def detect(self, image: Image, *, model: str | None = None, mask: bool = False) -> Result:
-        return self._call(_Call.detect(image, model, mask))
+    def detect(
+        self,
+        image: Image,
+        *,
+        model: str | None = None,
+        mask: bool = False,
+        threshold: float | None = None,
+    ) -> Result:
+        return self._call(_Call.detect(image, model, mask, threshold))
 
     def send_frame(
         self,
@@ -286,8 +345,11 @@ class Client(_Endpoint):
         seq: int | None = None,
         timestamp: float | None = None,
         mask: bool = False,
+        threshold: float | None = None,
     ) -> Result:
-        return self._call(_Call.send_frame(stream_id, image, model, seq, timestamp, mask))
+        return self._call(
+            _Call.send_frame(stream_id, image, model, seq, timestamp, mask, threshold)
+        )
 
     def streams(self) -> list[StreamInfo]:
         return self._call(_Call.streams())
@@ -297,6 +359,17 @@ class Client(_Endpoint):
 
     def delete_stream(self, stream_id: str) -> None:
         self._call(_Call.delete_stream(stream_id))
+
+    def set_stream_options(
+        self, stream_id: str, options: DetectionOptions, *, model: str | None = None
+    ) -> DetectionOptions:
+        return self._call(_Call.set_stream_options(stream_id, options, model))
+
+    def stream_options(self, stream_id: str) -> DetectionOptions | None:
+        return self._call(_Call.stream_options(stream_id))
+
+    def clear_stream_options(self, stream_id: str) -> None:
+        self._call(_Call.clear_stream_options(stream_id))
 
     def _call(self, call: _Call[Answer]) -> Answer:
         return call.parse(self._http.request(call.method, call.path, **call.request))
@@ -402,7 +475,7 @@ def _stream_path(stream_id: str, tail: str = "") -> str:
     return f"/v1/streams/{quote(stream_id, safe='')}{tail}"
 
 
-def _query(**params: str | int | None) -> str:
+def _query(**params: str | float | None) -> str:
     present = {key: value for key, value in params.items() if value is not None}
     return "?" + str(httpx.QueryParams(present)) if present else ""
 
@@ -413,9 +486,15 @@ def _frame_request(
     mask: bool = False,
     seq: int | None = None,
     timestamp: float | None = None,
+    threshold: float | None = None,
 ) -> tuple[dict[str, Any], bytes]:
     """Query parameters and body of a frame: arrays go raw (no encoding), files as they are."""
-    params: dict[str, Any] = {"model": model, "seq": seq, "timestamp": timestamp}
+    params: dict[str, Any] = {
+        "model": model,
+        "seq": seq,
+        "timestamp": timestamp,
+        "threshold": threshold,
+    }
     params["mask"] = "rle" if mask else None
     if isinstance(image, Path):
         content = image.read_bytes()

@@ -11,6 +11,7 @@ import websockets
 from scale_out_support import RedisServer, ServiceProcess
 from service_support import receive_json, running_server, send_frame
 
+from clients import Client, DetectionOptions, IgnoreRegion
 from service.codecs import decode_rle
 
 pytestmark = pytest.mark.timeout(300)
@@ -39,11 +40,14 @@ def centroids(result: dict) -> list[tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def http():
-    with (
-        running_server(models=["sd2net"], warmup_sizes=["128x96"]) as server,
-        httpx.Client(base_url=server.base_url, timeout=60) as client,
-    ):
+def server():
+    with running_server(models=["sd2net"], warmup_sizes=["128x96"]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
         yield client
 
 
@@ -150,6 +154,21 @@ def test_options_and_the_connections_threshold_apply_over_the_websocket(http):
         return refusal.value.response.status_code
 
     assert asyncio.run(refused()) == 422
+
+
+def test_the_client_sdk_sets_reads_and_clears_a_streams_options(server):
+    options = DetectionOptions(
+        width=128, height=96, ignore=(IgnoreRegion(**CAPTION),), threshold=0.8, report="all"
+    )
+    with Client(server.base_url) as client:
+        assert client.stream_options("cam-sdk") is None
+        assert client.set_stream_options("cam-sdk", options) == options
+        assert client.stream_options("cam-sdk") == options
+        result = client.send_frame("cam-sdk", dotted_frame())
+        assert centroids(result.model_dump()) == [(20, 70), (100, 70)]
+        client.clear_stream_options("cam-sdk")
+        assert client.stream_options("cam-sdk") is None
+        assert len(client.detect(dotted_frame(), threshold=0.5).targets) == 4
 
 
 def test_options_travel_with_the_frames_to_a_redis_worker(tmp_path: Path):
