@@ -21,10 +21,13 @@ import numpy as np
 import torch
 import typer
 
-from clients import Client
+from clients import Client, FrameEvent
 from clients.sources import open_source
 from data.paths import DATA_DIR
+from data.video import Box, load_clip
+from evaluation.video import FOUND_MARGIN_PX, frame_outcome
 from models import MODEL_NAMES
+from service.schemas import Target
 from service.server import BackgroundServer
 from service.settings import Settings
 
@@ -66,6 +69,8 @@ def demo_command(
 ) -> None:
     """Start the service with the embedded queue and stream a thermal clip over the WebSocket."""
     clip, source = _load_clip(video, frames)
+    labels = _Labels.beside(video)
+    original_width = clip[0].shape[1]
     if max_width is None:
         max_width = 0 if torch.cuda.is_available() else CPU_MAX_WIDTH
     clip = [_fit_width(frame, max_width) for frame in clip]
@@ -91,15 +96,52 @@ def demo_command(
             fps=fps or None,
             when_busy="skip" if fps > 0 else "wait",
         )
+        scale = clip[0].shape[1] / original_width
         for event in stream:
             if not quiet:
                 typer.echo(event.describe())
+            if labels is not None and isinstance(event, FrameEvent) and event.result is not None:
+                labels.count(event.seq, event.result.targets, scale)
         assert stream.stats is not None  # set when the stream started
         summary = stream.stats.summary()  # before shutting down: its fps runs to this call
         metrics = httpx.get(f"{server.base_url}/metrics").text
     typer.echo("--- summary ---")
     typer.echo(summary)
     typer.echo(_frame_counters(metrics))
+    if labels is not None:
+        typer.echo(labels.summary())
+
+
+class _Labels:
+    """A labelled clip's boxes (a drone-ir clip's JSON beside its video), scored as
+    ``irtrack eval-video`` scores them: found when a target's centroid is in the box grown by
+    ``FOUND_MARGIN_PX``, every other target a false alarm."""
+
+    def __init__(self, boxes: tuple[Box | None, ...]) -> None:
+        self.boxes = boxes
+        self.labelled = self.found = self.false_alarms = self.frames = 0
+
+    @classmethod
+    def beside(cls, video: Path | None) -> _Labels | None:
+        if video is None or not video.with_suffix(".json").is_file():
+            return None
+        return cls(load_clip(video.stem, video.parent.parent.parent).boxes)
+
+    def count(self, seq: int, targets: list[Target], scale: float) -> None:
+        box = self.boxes[seq] if seq < len(self.boxes) else None
+        centroids = np.array([(t.centroid.x / scale, t.centroid.y / scale) for t in targets])
+        contains = None if box is None else lambda x, y: box.contains(x, y, FOUND_MARGIN_PX)
+        found, false_alarms = frame_outcome(centroids.reshape(-1, 2), contains)
+        self.frames += 1
+        self.labelled += box is not None
+        self.found += found
+        self.false_alarms += false_alarms
+
+    def summary(self) -> str:
+        return (
+            f"labelled target found in {self.found} of {self.labelled} frames; "
+            f"{self.false_alarms / max(self.frames, 1):.3f} false alarms per frame"
+        )
 
 
 def _load_clip(video: Path | None, count: int) -> tuple[list[np.ndarray], str]:

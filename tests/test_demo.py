@@ -10,6 +10,7 @@ from cli_support import irtrack
 from conftest import require_path
 
 from cli.demo import DEMO_CLIP, VIDEO_DIR
+from data.paths import DATA_DIR
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -35,3 +36,15 @@ def test_the_demo_follows_the_drone_under_one_track_id(monkeypatch: pytest.Monke
 def test_without_the_jump_rule_the_slews_break_the_track(monkeypatch: pytest.MonkeyPatch) -> None:
     results, tracks = run_demo(monkeypatch, 0.0)
     assert results == FRAMES and tracks > 1
+
+
+def test_the_demo_streams_a_labelled_drone_ir_clip_and_scores_it_against_its_boxes() -> None:
+    clip = DATA_DIR / "drone-ir" / "sequences" / "IR_DRONE_006.mp4"  # a small drone
+    require_path(clip, "the drone-ir clips (shared/data/drone-ir)")
+    outcome = irtrack(["demo", "--quiet", "--video", clip, "--max-width", "0", "--frames", "40"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "streaming 40 frames of 320x256" in outcome.output
+    scored = re.search(r"found in (\d+) of (\d+) frames; ([\d.]+) false alarms", outcome.output)
+    assert scored is not None, outcome.output
+    found, labelled = int(scored.group(1)), int(scored.group(2))
+    assert labelled == 40 and found >= 30  # the shipped default finds this drone

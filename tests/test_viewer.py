@@ -1,9 +1,10 @@
 """The /viewer page in headless Chromium (Selenium + Debian's chromium and chromium-driver): it
 lists a stream that a client sends, shows its frames with overlays and its tracks in the table.
 
-The screenshot is kept as ``artifacts/viewer.png`` (the path is printed) for a person to look at.
+The screenshots are kept as ``artifacts/viewer-<size>.png`` (the paths are printed) for a person to look at.
 """
 
+import itertools
 import shutil
 import threading
 from pathlib import Path
@@ -11,9 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import require_path
 from service_support import noise_frame, running_server
 
 from clients import Client, FrameEvent
+from data.paths import DATA_DIR
+from data.video import load_clip
 from frames.postprocess import find_components, sigmoid
 from models.padding import run_padded
 from models.registry import load_model
@@ -76,15 +80,31 @@ def browser():
 
 def test_the_viewer_shows_a_live_stream_with_overlays_and_tracks(browser):
     frame, threshold = frame_with_a_few_detections()
+    watch_a_stream(
+        browser, itertools.repeat(frame), {"threshold": threshold, "warmup_sizes": ["160x120"]}
+    )
+
+
+def test_the_viewer_shows_a_real_labelled_clip(browser):
+    """A drone-ir clip (320x256) looped as a camera would send it, with the shipped weights."""
+    clip = load_clip("IR_DRONE_006", require_path(DATA_DIR, "the shared datasets"))
+    frames = list(clip.frames(60))
+    watch_a_stream(browser, itertools.cycle(frames), {"warmup_sizes": ["320x256"]})
+
+
+def watch_a_stream(browser, frames, settings):
+    """Send ``frames`` as stream roof-cam while the viewer watches it; check what it shows."""
     camera_on = threading.Event()
     camera_on.set()
 
     def camera():
-        while camera_on.is_set():
+        for frame in frames:
+            if not camera_on.is_set():
+                return
             yield frame
 
     with (
-        running_server(threshold=threshold, warmup_sizes=["160x120"]) as server,
+        running_server(**settings) as server,
         Client(server.base_url) as client,
     ):
         stream = client.stream("roof-cam", camera(), fps=10, when_busy="skip")
@@ -103,7 +123,7 @@ def test_the_viewer_shows_a_live_stream_with_overlays_and_tracks(browser):
             }
             pixels = canvas_pixels(browser)
             ARTIFACTS.mkdir(exist_ok=True)
-            screenshot = ARTIFACTS / "viewer.png"
+            screenshot = ARTIFACTS / f"viewer-{settings['warmup_sizes'][0]}.png"
             browser.save_screenshot(str(screenshot))
             print(f"viewer screenshot: {screenshot}")
         finally:
