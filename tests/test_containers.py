@@ -519,12 +519,18 @@ def record(capsys: pytest.CaptureFixture[str], line: str) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report() -> Iterator[None]:
-    """Write the figures to $IRTRACK_CONTAINERS_REPORT (markdown) once the module has run."""
+def report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Time the whole module (builds to the stack's removal) and print it; write every figure to
+    $IRTRACK_CONTAINERS_REPORT (markdown) when it is set."""
     REPORT.clear()
+    started = time.monotonic()
     yield
+    if not REPORT:
+        return  # skipped
+    REPORT.append(f"[time] {time.monotonic() - started:.0f} s for the container test in all")
+    request.config.pluginmanager.get_plugin("terminalreporter").write_line(f"\n{REPORT[-1]}")
     destination = os.environ.get("IRTRACK_CONTAINERS_REPORT")
-    if not destination or not REPORT:
+    if not destination:
         return
     machine = machine_info(torch.device("cpu"))
     podman_version = podman("--version").stdout.strip()
@@ -536,7 +542,7 @@ def report() -> Iterator[None]:
     changes = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
     source = f"commit {commit.stdout.strip()}" + (" with local changes" if changes.stdout else "")
     Path(destination).write_text(
-        f"Measured {machine['date']} on {machine['cpu']} ({os.cpu_count()} cores, load average "
+        f"Measured {machine['date']} on {machine['cpu']} (load average "
         f"{machine['load_average_1min']} at the end), {podman_version}, {compose_version}, "
         f"{source}, by tests/test_containers.py:\n\n```\n" + "\n".join(REPORT) + "\n```\n"
     )
