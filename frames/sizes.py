@@ -17,3 +17,9 @@ def parse_size(text: str) -> tuple[int, int]:
 def format_size(height: int, width: int) -> str:
     """``(512, 640)`` -> ``"640x512"``: the inverse of :func:`parse_size`."""
     return f"{width}x{height}"
+
+
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """Smallest (H, W) >= the given size with both sides divisible by ``multiple``: the size a
+    model runs a frame at (``models.padding``), and so what the frame costs."""
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple

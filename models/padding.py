@@ -10,16 +10,13 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from frames.sizes import padded_size
+
 
 class SizedModel(Protocol):
     size_multiple: int
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
-def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
-    """Smallest (H, W) >= the given size with both sides divisible by ``multiple``."""
-    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -19,6 +19,12 @@ class ModelInfo:
     model_class: type[SD2Net] | type[STD2Net] | type[LRRNet]
     description: str
     default_weights: str  # file name in models/weights/ (shipped trained weights)
+    # Peak working memory of a call, per frame: peak_bytes_per_pixel x P + peak_bytes_per_pixel
+    # _squared x P^2 for P padded pixels, float32, on a CPU (torch or ONNX Runtime, whichever
+    # needs more). The service's memory budget admits frames by it. Measured by `irtrack bench
+    # memory --part calls` (docs/reliability.md), checked by tests/test_memory.py.
+    peak_bytes_per_pixel: int
+    peak_bytes_per_pixel_squared: float = 0.0  # an attention over all pixels: P^2 grows fast
 
     @property
     def frames(self) -> int:
@@ -29,6 +35,12 @@ class ModelInfo:
     def size_multiple(self) -> int:
         """H and W must be multiples of this (``models.padding`` pads and crops)."""
         return self.model_class.size_multiple
+
+    @property
+    def state_values_per_pixel(self) -> int:
+        """Values a stream keeps per padded pixel between frames (STD2Net's window of cached
+        features); 0 for the single-frame models."""
+        return getattr(self.model_class, "cached_values_per_pixel", 0)
 
     @property
     def default_weights_path(self) -> Path | None:
@@ -45,18 +57,23 @@ MODEL_INFO: dict[str, ModelInfo] = {
             SD2Net,
             "SD2Net: single-frame spatial difference decomposition (0.26M params)",
             "sd2net_sirst-v2.safetensors",
+            peak_bytes_per_pixel=3072,
         ),
         ModelInfo(
             "std2net",
             STD2Net,
             "STD2Net: 5-frame temporal difference decomposition on the SD2Net backbone",
             "std2net_sequences.safetensors",
+            peak_bytes_per_pixel=7680,
         ),
         ModelInfo(
             "lrrnet",
             LRRNet,
             "LRRNet: low-rank background reconstruction and subtraction (3.45M params)",
             "lrrnet_nudt-sirst.safetensors",
+            peak_bytes_per_pixel=2048,
+            # self-attention over the H/8 x W/8 tokens: N = P / 64, N x N float32, twice
+            peak_bytes_per_pixel_squared=2 * 4 / 64**2,
         ),
     ]
 }

@@ -92,6 +92,8 @@ class STD2Net(nn.Module):
 
     frames = 5
     size_multiple = 16
+    # What a stream keeps between frames (StreamState): the window's raw backbone features.
+    cached_values_per_pixel = frames * 32  # at the default feature_channels
 
     def __init__(self, feature_channels: int = 32, window: int = 5) -> None:
         super().__init__()

@@ -75,7 +75,7 @@ def _engine(settings: Settings) -> Engine:
         return Engine(
             settings, metrics, embedded_queue, embedded_worker(embedded_queue, settings, metrics)
         )
-    redis_queue = RedisFrameQueue(settings)
+    redis_queue = RedisFrameQueue(settings, role="api")
     return Engine(settings, metrics, redis_queue, RemoteWorkers(redis_queue, settings, metrics))
 
 

@@ -116,6 +116,13 @@ class NotAlive(ServiceError):
     code = "not_alive"
 
 
+class Unavailable(ServiceError):
+    """The workers could not answer the frame now (a Redis outage, no worker in time); retry."""
+
+    status = 503
+    code = "unavailable"
+
+
 class NotReady(ServiceError):
     """Models still loading or warming up, or shutting down."""
 

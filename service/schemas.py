@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from frames.options import DetectionOptions
+
 # The largest integer a JSON number holds exactly (JavaScript's Number.MAX_SAFE_INTEGER): a
 # stream's seq must increase, so one beyond it could never be followed.
 MAX_SEQ = 2**53 - 1
@@ -136,6 +138,9 @@ class StreamInfo(BaseModel):
     tracks: list[Track] = Field(
         description="Confirmed tracks after the latest frame; cleared when the stream resets."
     )
+    options: DetectionOptions | None = Field(
+        default=None, description="The stream's detection options (PUT .../options), if set."
+    )
 
 
 class StreamList(BaseModel):
@@ -152,11 +157,26 @@ class ModelInfo(BaseModel):
     backend: str = Field(
         description="What runs it: torch or onnxruntime (IRTRACK_INFERENCE_BACKEND)."
     )
+    peak_bytes_per_pixel: int = Field(
+        description="Working memory of a call per frame and pixel of its padded size: what the "
+        "memory budget admits frames by (with the next figure)."
+    )
+    peak_bytes_per_pixel_squared: float = Field(
+        description="... plus this times the square of the padded pixels (LRRNet's attention "
+        "over all pixels), 0 for the others."
+    )
+    state_bytes_per_pixel: int = Field(
+        description="What a stream keeps between frames, per padded pixel (0: single-frame)."
+    )
     default: bool
 
 
 class ModelList(BaseModel):
     models: list[ModelInfo]
+    memory_budget_bytes: int = Field(
+        description="What a model call and the streams' state may take together "
+        "(IRTRACK_MEMORY_BUDGET_BYTES): larger frames are refused with 413."
+    )
 
 
 class Health(BaseModel):

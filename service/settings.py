@@ -124,6 +124,16 @@ class Settings(BaseSettings):
     max_frame_pixels: int = Field(
         default=2048 * 2048, ge=1, description="Largest width*height, checked before decoding."
     )
+    memory_budget_bytes: int | None = Field(
+        default=None,
+        ge=1 << 20,
+        description="Memory that a model call and the streams' state (STD2Net windows) may take "
+        "together, estimated per frame from its padded size and the model (`irtrack bench "
+        "memory`): a frame that alone needs more is refused (413 frame_too_large), one that "
+        "does not fit beside the open streams' state waits for room (429 memory_full), and "
+        "batches are cut to fit. Unset: 1 GiB on a CPU (the worst admissible request then fits "
+        "in 2 GB with all models loaded, docs/reliability.md), 80% of the GPU's memory on CUDA.",
+    )
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After sent with 429 and 503.")
 
     # --- post-processing -----------------------------------------------------------------------

@@ -40,7 +40,7 @@ DRAIN_TIMEOUT_S = 10.0
 
 def create_worker_app(settings: Settings) -> FastAPI:
     metrics = ServiceMetrics()
-    queue = RedisFrameQueue(settings)
+    queue = RedisFrameQueue(settings, role="worker")
     inference = InferenceWorker(queue, ModelRuntime(settings), settings, metrics)
     pump = RedisWorkerPump(queue, inference, settings, metrics)
     stopping = asyncio.Event()

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from frames.sizes import padded_size
 from models import MODEL_NAMES
 from models.export import export_onnx, onnx_max_difference
-from models.padding import crop_to, pad_to_multiple, padded_size, run_padded
+from models.padding import crop_to, pad_to_multiple, run_padded
 from models.registry import MODEL_INFO, build_model, load_model
 from models.weights import (
     file_sha256,

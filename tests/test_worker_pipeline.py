@@ -80,6 +80,7 @@ class LateLogits:
 
     def __init__(self, pending: PendingLogits, batch: int, log: list[tuple], fail: bool) -> None:
         self._pending, self._batch, self._log, self._fail = pending, batch, log, fail
+        self.oversized = pending.oversized
 
     def result(self) -> list[np.ndarray]:
         self._log.append(("result", self._batch))

@@ -6,9 +6,11 @@ admission (readiness, model, stream limits, sequence number, the live-stream pol
 limit) -> the stream's queue -> ``FrameQueue.submit`` -> worker -> outcome -> the frame's ticket
 is settled (metrics and stream counters) -> ``Answer`` for the route.
 
-Admission counts frames, not bytes: at most ``global_queue_limit`` frames are waiting or in the
-engine at any time (plus, per stream, the frame a newest-wins replacement briefly displaces), so
-memory stays bounded however fast clients send.
+Admission counts frames: at most ``global_queue_limit`` frames are waiting or in the engine at
+any time (plus, per stream, the frame a newest-wins replacement briefly displaces), so memory
+stays bounded however fast clients send. And it counts the memory a frame will take where it
+runs: its model call (estimated from the padded size and the model) beside the state that the
+streams keep (STD2Net's windows) must fit the workers' memory budget.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 
 import numpy as np
 
+from frames.options import DetectionOptions
+from frames.sizes import format_size
 from models import MODEL_NAMES
 from service.api.sessions import LiveConnection, Outcome, StreamRegistry, StreamSession
 from service.api.watchers import WatcherRegistry
@@ -31,6 +35,8 @@ from service.errors import (
     NotFound,
     NotReady,
     Overloaded,
+    TooLarge,
+    Unavailable,
 )
 from service.metrics import FrameTicket, ServiceMetrics
 from service.settings import Settings
@@ -42,9 +48,11 @@ from service.transport.messages import (
     FrameResult,
     StreamRelease,
 )
-from service.transport.queue import FrameQueue, QueueClosed, QueueFull
+from service.transport.queue import TRANSPORT_FAILURES, FrameQueue, QueueClosed, QueueFull
 
 log = logging.getLogger(__name__)
+
+MiB = 1 << 20
 
 CLOSE_GOING_AWAY = 1001  # WebSocket close code: the server is shutting down
 CLOSE_STREAM_DELETED = 4410  # application close code: the stream was deleted (HTTP 410 Gone)
@@ -134,12 +142,14 @@ class Engine:
         timestamp: float | None,
         received_at: float,
         ticket: FrameTicket,
+        threshold: float | None = None,
     ) -> Answer:
         """One stateless frame (no window, no tracker)."""
         self._require_ready()
         model = self.resolve_model(model, stateless=True)
         self._require_capacity()
-        request = self._request(frame, model, want_mask, timestamp, received_at)
+        self._require_memory(model, frame.shape, None)
+        request = self._request(frame, model, want_mask, timestamp, received_at, threshold)
         self._detect_in_flight += 1
         outcome = asyncio.ensure_future(self._run(request))
         outcome.add_done_callback(lambda _: self._detect_done())
@@ -156,6 +166,7 @@ class Engine:
         timestamp: float | None,
         received_at: float,
         ticket: FrameTicket,
+        threshold: float | None = None,
     ) -> Answer:
         """One frame of a stream over REST: 429 rather than a drop when the stream is full."""
         self._require_ready()
@@ -173,7 +184,9 @@ class Engine:
                 f"stream {stream_id} already has {session.waiting} frames waiting",
                 retry_after_s=self.settings.retry_after_s,
             )
-        request = self._stream_request(session, frame, seq, want_mask, timestamp, received_at)
+        request = self._stream_request(
+            session, frame, seq, want_mask, timestamp, received_at, threshold
+        )
         return await self._answer(request, session.enqueue(request), ticket)
 
     def open_live(
@@ -203,13 +216,16 @@ class Engine:
         timestamp: float | None,
         received_at: float,
         ticket: FrameTicket,
+        threshold: float | None = None,
     ) -> asyncio.Future[Answer]:
         """Queue a WebSocket frame under the newest-wins policy; never waits, never refuses.
 
         Raises only for a frame that is itself wrong (a sequence number going backwards).
         """
         ticket.attach_stream(session.counters)
-        request = self._stream_request(session, frame, seq, want_mask, timestamp, received_at)
+        request = self._stream_request(
+            session, frame, seq, want_mask, timestamp, received_at, threshold
+        )
         session.last_seq = request.seq  # even a frame dropped at once uses up its number
         outcome: asyncio.Future[Outcome]
         if self._closing or session.closed:
@@ -229,6 +245,17 @@ class Engine:
         return asyncio.ensure_future(self._answer(request, outcome, ticket))
 
     # --- stream management -------------------------------------------------------------------
+    def set_options(
+        self, stream_id: str, model: str | None, options: DetectionOptions | None
+    ) -> StreamSession:
+        """Set (or with None, clear) a stream's detection options; a new stream id starts a
+        stream, as its first frame would. They apply from the stream's next frame on."""
+        self._require_ready()
+        session = self._session(stream_id, model)
+        _require_same_model(session, model)
+        session.options = options
+        return session
+
     def stream(self, stream_id: str) -> StreamSession:
         session = self.streams.get(stream_id)
         if session is None:
@@ -285,6 +312,38 @@ class Engine:
                 retry_after_s=self.settings.retry_after_s,
             )
 
+    def _require_memory(
+        self, model: str, shape: tuple[int, ...], session: StreamSession | None
+    ) -> None:
+        """Refuse a frame whose model call, beside the state of the streams (its own at this
+        frame's size), would not fit the memory budget: for good (413) when it cannot fit even
+        alone, for now (429) when the other streams' state leaves no room."""
+        card = self.worker.models[model]
+        budget = self.worker.memory_budget_bytes
+        size = (shape[0], shape[1])
+        need = card.call_bytes(size) + (card.state_bytes(size) if session is not None else 0)
+        if need > budget:
+            raise TooLarge(
+                f"a {format_size(*size)} frame needs about {need / MiB:.0f} MiB to run {model} "
+                f"(padded to a multiple of {card.size_multiple}), more than the memory budget of "
+                f"{budget / MiB:.0f} MiB (IRTRACK_MEMORY_BUDGET_BYTES)",
+                code="frame_too_large",
+            )
+        held = sum(self._state_bytes(s) for s in self.streams if s is not session)
+        if held + need > budget:
+            raise Overloaded(
+                f"the open streams hold {held / MiB:.0f} MiB of state; with this frame's "
+                f"{need / MiB:.0f} MiB that exceeds the memory budget of {budget / MiB:.0f} MiB: "
+                "DELETE streams or wait for idle ones to expire",
+                code="memory_full",
+                retry_after_s=self.settings.retry_after_s,
+            )
+
+    def _state_bytes(self, session: StreamSession) -> int:
+        if session.size is None:
+            return 0
+        return self.worker.models[session.model].state_bytes(session.size)
+
     def _frames_in_engine(self) -> int:
         return self.streams.frames_in_flight() + self._detect_in_flight
 
@@ -320,6 +379,7 @@ class Engine:
         want_mask: bool,
         timestamp: float | None,
         received_at: float,
+        threshold: float | None,
     ) -> FrameRequest:
         return FrameRequest(
             request_id=str(next(self._request_ids)),
@@ -328,6 +388,7 @@ class Engine:
             received_at=received_at,
             timestamp=received_at if timestamp is None else timestamp,
             want_mask=want_mask,
+            threshold=threshold,
         )
 
     def _stream_request(
@@ -338,15 +399,29 @@ class Engine:
         want_mask: bool,
         timestamp: float | None,
         received_at: float,
+        threshold: float | None,
     ) -> FrameRequest:
+        """A stream's frame, with the stream's options (a request's threshold overrides theirs)."""
+        self._require_memory(session.model, frame.shape, session)
+        options = session.options
+        if options is not None and frame.shape != (options.height, options.width):
+            raise InvalidParameter(
+                f"stream {session.stream_id}'s options (ignore regions) are for "
+                f"{options.width}x{options.height} frames, not {frame.shape[1]}x{frame.shape[0]}; "
+                "set options for the new size, or DELETE them",
+                code="options_size_mismatch",
+            )
         try:
             seq = session.next_seq(seq)
         except ValueError as exc:
             raise BadFrame(str(exc), code="seq_not_increasing") from None
-        request = self._request(frame, session.model, want_mask, timestamp, received_at)
+        if threshold is None and options is not None:
+            threshold = options.threshold
+        request = self._request(frame, session.model, want_mask, timestamp, received_at, threshold)
         request.stream_id = session.stream_id
         request.session = session.session
         request.seq = seq
+        request.options = options
         return request
 
     async def _run(self, request: FrameRequest) -> Outcome:
@@ -430,6 +505,12 @@ def raise_for_outcome(answer: Answer, retry_after_s: int) -> FrameResult:
                 "too many frames are waiting for a worker", retry_after_s=retry_after_s
             )
         raise Conflict(f"the frame was dropped: {outcome.reason}", code=outcome.reason)
+    if outcome.error_code in TRANSPORT_FAILURES:
+        raise Unavailable(
+            outcome.error_message or outcome.error_code,
+            code=outcome.error_code,
+            retry_after_s=retry_after_s,
+        )
     if outcome.error_code is not None:
         raise InferenceFailed(outcome.error_message or outcome.error_code, code=outcome.error_code)
     return outcome

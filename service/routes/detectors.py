@@ -22,8 +22,12 @@ async def list_models(engine: EngineDep) -> ModelList:
                 weights_sha256=model.weights_sha256,
                 weights_source=model.weights_source,
                 backend=model.backend,
+                peak_bytes_per_pixel=model.peak_bytes_per_pixel,
+                peak_bytes_per_pixel_squared=model.peak_bytes_per_pixel_squared,
+                state_bytes_per_pixel=model.state_bytes_per_pixel,
                 default=model.name == engine.settings.default_model,
             )
             for model in engine.models()
-        ]
+        ],
+        memory_budget_bytes=engine.worker.memory_budget_bytes,
     )

@@ -28,6 +28,11 @@ class QueueFull(RuntimeError):
     """The backend refuses a frame because too many are waiting (backpressure, e.g. Redis)."""
 
 
+# Error codes of frames that the backend could not get answered (Redis did not take the frame,
+# no worker answered in time): nothing was wrong with the frame, sending it again may succeed.
+TRANSPORT_FAILURES = frozenset({"queue_unavailable", "worker_timeout"})
+
+
 class FrameQueue(ABC):
     """Carries requests to the worker and results back. One instance per process side."""
 

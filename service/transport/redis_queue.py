@@ -4,10 +4,12 @@ API side (``submit``, ``release_stream``): a frame becomes an entry of its shard
 (stateless frames: the shared detect stream), added only while that stream holds fewer than
 ``redis_queue_limit`` entries (else ``QueueFull``: 429 or a dropped message, as in the embedded
 mode); the caller then waits on a future that the results reader resolves when the answer
-arrives on this process's own results stream. Nothing waits forever: an answer missing for
-``redis_result_timeout_s`` fails the frame (``worker_timeout``), a Redis that lost its data fails
-the frames that were in it (``queue_lost``, see :meth:`check_boot`), and a Redis that does not
-answer fails the frame at once (``queue_unavailable``).
+arrives on this process's own results stream. A Redis outage loses nothing: the API process
+holds every frame until it is answered, so a frame that Redis did not take is offered again until
+it answers, and the frames that were in a Redis that lost its data (a restart without
+persistence, see :meth:`check_boot`) are sent again once it is back. Nothing waits forever:
+``redis_result_timeout_s`` after it was submitted, a frame still unanswered fails
+(``worker_timeout``, or ``queue_unavailable`` if Redis never took it).
 
 Worker side (``receive``, ``reply``): the inference thread talks to :attr:`local`, an in-process
 hand-off that :class:`service.worker.redis_pump.RedisWorkerPump` feeds from Redis.
@@ -20,6 +22,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from redis.exceptions import RedisError
 
@@ -35,7 +38,9 @@ from service.transport.queue import (
 from service.transport.redis_wire import (
     ADMIT_SCRIPT,
     BOOT_SCRIPT,
+    Entry,
     RedisKeys,
+    api_client_name,
     connect,
     decode_result,
     encode_release,
@@ -43,6 +48,7 @@ from service.transport.redis_wire import (
     entries,
     fresh_token,
     instance_id,
+    worker_client_name,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,9 @@ RESULTS_PER_READ = 256
 READ_BLOCK_MS = 1000
 RECONNECT_DELAY_S = 0.2
 PING_TIMEOUT_S = 1.0
+
+# What a waiting frame's future is given when Redis lost the frame: send it again.
+_LOST_IN_REDIS = FrameResult(request_id="", error_code="lost_in_redis")
 
 
 @dataclass
@@ -66,13 +75,14 @@ class _Waiter:
 class RedisFrameQueue(FrameQueue):
     """One per process: the API side talks to Redis itself, the worker side through ``local``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, role: Literal["api", "worker"]) -> None:
         if settings.redis_url is None:
             raise ValueError("the Redis queue needs IRTRACK_REDIS_URL")
         self.settings = settings
         self.keys = RedisKeys(settings.redis_prefix, settings.redis_shards)
-        self.redis = connect(settings.redis_url)
         self.instance_id = instance_id()
+        client_name = worker_client_name if role == "worker" else api_client_name
+        self.redis = connect(settings.redis_url, client_name(self.instance_id))
         self.results_key = self.keys.results(self.instance_id)
         self.local = InProcessQueue()
         self._admit = self.redis.register_script(ADMIT_SCRIPT)
@@ -98,34 +108,50 @@ class RedisFrameQueue(FrameQueue):
         if self._closed:
             raise QueueClosed("the inference queue is closed")
         loop = asyncio.get_running_loop()
+        timeout_s = self.settings.redis_result_timeout_s
+        deadline = loop.time() + timeout_s
         waiter = _Waiter(request.request_id, loop, loop.create_future())
         self._waiting[request.request_id] = waiter
-        limit = self.settings.redis_queue_limit
         fields = encode_request(request, self.results_key)
         try:
-            try:
-                entry_id, boot = await self._admit(
-                    keys=[self.keys.frames_for(request.stream_id), self.keys.boot],
-                    args=[
-                        limit,
-                        fresh_token(),
-                        *(item for pair in fields.items() for item in pair),
-                    ],
-                )
-            except RedisError as exc:
-                return _failure(
-                    request, "queue_unavailable", f"Redis did not take the frame: {exc}"
-                )
-            waiter.boot = boot.decode()
-            if entry_id is None:
-                raise QueueFull(f"{limit} frames are already waiting for this shard's worker")
-            timeout_s = self.settings.redis_result_timeout_s
-            try:
-                return await asyncio.wait_for(waiter.future, timeout_s)
-            except TimeoutError:
-                return _failure(request, "worker_timeout", f"no worker answered in {timeout_s:g} s")
+            while True:
+                if not await self._add(waiter, request.stream_id, fields, deadline):
+                    return _failure(
+                        request, "queue_unavailable", f"Redis did not answer for {timeout_s:g} s"
+                    )
+                try:
+                    outcome = await asyncio.wait_for(waiter.future, deadline - loop.time())
+                except TimeoutError:
+                    return _failure(
+                        request, "worker_timeout", f"no worker answered in {timeout_s:g} s"
+                    )
+                if outcome is not _LOST_IN_REDIS:
+                    return outcome
+                waiter.future = loop.create_future()  # Redis lost it: send it again
         finally:
             self._waiting.pop(request.request_id, None)
+
+    async def _add(
+        self, waiter: _Waiter, stream_id: str | None, fields: Entry, deadline: float
+    ) -> bool:
+        """Add the frame to its Redis stream, trying again while Redis does not answer; False
+        once ``deadline`` passed without Redis taking it. Raises QueueFull at the limit."""
+        limit = self.settings.redis_queue_limit
+        args = [limit, fresh_token(), *(item for pair in fields.items() for item in pair)]
+        while True:
+            try:
+                entry_id, boot = await self._admit(
+                    keys=[self.keys.frames_for(stream_id), self.keys.boot], args=args
+                )
+                break
+            except RedisError:
+                if asyncio.get_running_loop().time() + RECONNECT_DELAY_S > deadline:
+                    return False
+                await asyncio.sleep(RECONNECT_DELAY_S)
+        if entry_id is None:
+            raise QueueFull(f"{limit} frames are already waiting for this shard's worker")
+        waiter.boot = boot.decode()
+        return True
 
     def release_stream(self, release: StreamRelease) -> None:
         task = asyncio.get_running_loop().create_task(self._send_release(release))
@@ -139,20 +165,17 @@ class RedisFrameQueue(FrameQueue):
             return False
 
     async def check_boot(self) -> None:
-        """Fail the frames that went into a Redis whose data is gone since (a restart without
-        persistence, a flush): no worker will ever see them. Called periodically."""
+        """Send again the frames that went into a Redis whose data is gone since (a restart
+        without persistence, a flush): no worker will ever see them. Called periodically."""
         boot = (await self._boot_script(keys=[self.keys.boot], args=[fresh_token()])).decode()
         lost = [w for w in self._waiting.values() if w.boot is not None and w.boot != boot]
         if not lost:
             return
-        log.warning("Redis lost its data (restarted?): %d frames in flight failed", len(lost))
+        log.warning("Redis lost its data (restarted?): sending %d frames again", len(lost))
         self._results_from = b"0"  # this process's results stream starts over too
         for waiter in lost:
-            message = "Redis lost the frame (restarted without persistence?); send it again"
-            _settle(
-                waiter,
-                FrameResult(waiter.request_id, error_code="queue_lost", error_message=message),
-            )
+            waiter.boot = None
+            _settle(waiter, _LOST_IN_REDIS)
 
     async def backlog(self) -> int:
         """Frames in Redis, waiting for a worker or being processed, over all shards."""

@@ -8,6 +8,9 @@ Keys (``<p>`` is ``IRTRACK_REDIS_PREFIX``):
 - ``<p>:frames:detect``: stateless frames, read by every worker (the group shares them out).
 - ``<p>:lease:<shard>``: the id of the worker holding the shard (SET NX PX, renewed by it).
 - ``<p>:worker:<id>``: a worker's heartbeat, with its models (expires with the lease TTL).
+  A worker is alive while it has one as long as its Redis connections, which carry its id as
+  their client name, are open: a killed worker is seen dead by the next look at CLIENT LIST,
+  not a lease TTL later (where CLIENT LIST is refused, the TTL alone decides).
 - ``<p>:results:<api id>``: the answers for one API process, which reads and deletes them.
 - ``<p>:boot``: a token naming the data of this Redis; when it changes (a restart without
   persistence), the frames queued before are gone and their callers are told so.
@@ -32,9 +35,12 @@ import numpy as np
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
+from frames.options import DetectionOptions
 from frames.postprocess import Component
+from frames.tracking import TrackState
 from service.transport.messages import Detection, FrameRequest, FrameResult, StreamRelease
 
 GROUP = "workers"
@@ -64,6 +70,14 @@ if not boot then
 end
 return boot
 """
+# Take a lease over from a worker known dead, only if that worker still holds it.
+# KEYS: lease. ARGV: the dead worker's id, this worker's id, ms.
+TAKEOVER_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return false
+"""
 # Renew / give back a lease only if this worker still holds it. KEYS: lease. ARGV: worker id, ms.
 RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -79,15 +93,25 @@ return 0
 """
 
 
-def connect(url: str) -> Redis:
+def connect(url: str, client_name: str) -> Redis:
     """An asyncio client that retries a command briefly (a dropped connection is re-opened) and
-    otherwise fails fast, so an outage reaches the callers as errors they can report."""
+    otherwise fails fast, so an outage reaches the callers as errors they can report. Its
+    connections carry ``client_name`` (CLIENT LIST shows who is connected)."""
     return Redis.from_url(
         url,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
         socket_connect_timeout=2.0,
         socket_timeout=5.0,  # longer than any blocking read of the backend (1 s)
+        client_name=client_name,
     )
+
+
+def worker_client_name(worker_id: str) -> str:
+    return f"irtrack-worker:{worker_id}"
+
+
+def api_client_name(api_id: str) -> str:
+    return f"irtrack-api:{api_id}"
 
 
 def instance_id() -> str:
@@ -152,6 +176,8 @@ def encode_request(request: FrameRequest, reply_to: str) -> Entry:
         "received_at": request.received_at,
         "timestamp": request.timestamp,
         "want_mask": request.want_mask,
+        "threshold": request.threshold,
+        "options": None if request.options is None else request.options.model_dump(mode="json"),
         "stream_id": request.stream_id,
         "session": request.session,
         "seq": request.seq,
@@ -175,6 +201,8 @@ def decode_request(fields: Fields) -> tuple[FrameRequest, str]:
         received_at=meta["received_at"],
         timestamp=meta["timestamp"],
         want_mask=meta["want_mask"],
+        threshold=meta.get("threshold"),
+        options=None if meta.get("options") is None else DetectionOptions(**meta["options"]),
         stream_id=meta["stream_id"],
         session=meta["session"],
         seq=meta["seq"],
@@ -213,14 +241,29 @@ def decode_result(fields: Fields) -> FrameResult:
     data["detections"] = [
         Detection(Component(**d["component"]), d["track_id"]) for d in data["detections"]
     ]
+    data["tracks"] = [TrackState(**track) for track in data["tracks"]]
     return FrameResult(**data)
 
 
 # --- workers -------------------------------------------------------------------------------------
 async def live_workers(redis: Redis, keys: RedisKeys) -> list[dict[str, Any]]:
-    """The registrations of the workers whose heartbeat has not expired."""
+    """The registrations of the workers alive: heartbeat not expired, and connected to Redis."""
     names = [name async for name in redis.scan_iter(match=keys.worker("*"), count=1000)]
     if not names:
         return []
     values = await redis.mget(names)
-    return [json.loads(value) for value in values if value is not None]
+    registrations = [json.loads(value) for value in values if value is not None]
+    connected = await connected_client_names(redis)
+    if connected is None:
+        return registrations
+    return [r for r in registrations if worker_client_name(r["id"]) in connected]
+
+
+async def connected_client_names(redis: Redis) -> set[str] | None:
+    """The names of the clients connected to Redis now; None where CLIENT LIST is refused
+    (a managed Redis may rename or forbid it): then heartbeats alone tell who is alive."""
+    try:
+        clients = await redis.client_list()
+    except ResponseError:
+        return None
+    return {client["name"] for client in clients if client.get("name")}

@@ -1,7 +1,8 @@
 """The inference side as an API process sees it in scale-out mode: workers known through Redis.
 
-An API process with ``IRTRACK_REDIS_URL`` loads no model. It is ready while Redis answers and at
-least one live ``irtrack worker`` has registered every configured model; ``/v1/models`` lists
+An API process with ``IRTRACK_REDIS_URL`` loads no model. It is ready while Redis answers, the
+live ``irtrack worker`` processes have registered every configured model and at least one of
+them holds shards (a frame of a shard nobody holds would only wait); ``/v1/models`` lists
 what the workers registered. A watcher looks at Redis twice a second: worker heartbeats, the
 backlog of the frame streams (``irtrack_queue_depth{stage="redis"}``) and whether Redis lost its
 data (:meth:`RedisFrameQueue.check_boot`). A Redis outage makes the process not ready, never
@@ -41,6 +42,7 @@ class RemoteWorkers:
         self.ready = threading.Event()
         self.load_error: BaseException | None = None  # nothing to load here
         self._models: dict[str, ModelCard] = {}
+        self._memory_budget_bytes = 0
         self._backlog = 0
         self._misfits: set[str] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -59,6 +61,11 @@ class RemoteWorkers:
     @property
     def models(self) -> dict[str, ModelCard]:
         return self._models
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """The smallest budget of the live workers: a frame any of them may get must fit."""
+        return self._memory_budget_bytes
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -111,8 +118,10 @@ class RemoteWorkers:
             for card in worker["models"]:
                 registered.setdefault(card["name"], ModelCard(**card))
         self._warn_about_misfits(workers)
-        if workers and set(self.settings.models) <= set(registered):
+        holding_shards = any(worker["shards"] for worker in workers)
+        if holding_shards and set(self.settings.models) <= set(registered):
             self._models = registered
+            self._memory_budget_bytes = min(w["memory_budget_bytes"] for w in workers)
             self.ready.set()
         else:
             self.ready.clear()

@@ -8,10 +8,17 @@ results stream of the API process that sent it; then the entry is acknowledged a
 Shards: a stream id hashes to one of ``redis_shards`` shards, and a shard's frames are read only
 by the worker holding its lease, so a stream's window and tracker live in one worker. Each
 worker holds a fair share (shards / live workers, rounded up) and gives back what it holds beyond
-that once those shards' frames are answered, so a new worker gets work. A lease not renewed for
-``redis_lease_ttl_s`` (a dead or cut-off worker) is free for the taking; its taker claims the
-frames the dead worker had read and not answered (XAUTOCLAIM, min idle time = the TTL) and
-answers them. Stateless frames come from one stream that every worker reads.
+that once those shards' frames are answered, so a new worker gets work. A worker that dies is
+seen dead at the next look (every ``MAINTAIN_PERIOD_S``): its Redis connections closed with it
+(``redis_wire.live_workers``); another worker takes its leases over and claims the frames it had
+read and not answered, from every stream, and answers them. A lease not renewed for
+``redis_lease_ttl_s`` (a worker cut off from Redis, or one that CLIENT LIST cannot show) is free
+for the taking too, and its frames are claimed once idle that long (XAUTOCLAIM). Stateless frames
+come from one stream that every worker reads.
+
+The worker counts the frames it answers in its own ``irtrack_frames_*_total`` (received =
+processed + dropped + failed, as on the API side): the API processes count what callers sent,
+the workers what they ran.
 
 Cold restarts: each time a worker takes a shard it starts a new *tenure*, and the tenure is part
 of every stream session the inference thread sees. A stream whose shard moved, or came back
@@ -34,7 +41,7 @@ import socket
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import Gauge
 from redis.exceptions import RedisError, ResponseError
@@ -50,6 +57,7 @@ from service.transport.redis_wire import (
     GROUP,
     RELEASE_SCRIPT,
     RENEW_SCRIPT,
+    TAKEOVER_SCRIPT,
     Fields,
     decode_release,
     decode_request,
@@ -63,6 +71,8 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 200  # how soon a change of the shards held reaches the reader
 RECONNECT_DELAY_S = 0.2
+MAINTAIN_PERIOD_S = 0.5  # heartbeat, lease renewals, a look for dead workers (at most TTL / 4)
+DEAD_CONSUMER_IDLE_MS = 1000  # a consumer of no live worker is dead once it has not read this long
 RESULTS_MAXLEN = 10_000  # an API process that vanished leaves at most this many answers behind
 RESULTS_TTL_MS = 600_000  # ... and for this long
 
@@ -90,13 +100,15 @@ class RedisWorkerPump:
         self.redis = queue.redis
         self.keys = queue.keys
         self.worker_id = queue.instance_id
+        self.metrics = metrics
         self.lease_ms = max(1, int(settings.redis_lease_ttl_s * 1000))
-        self.tick_s = settings.redis_lease_ttl_s / 4
+        self.tick_s = min(MAINTAIN_PERIOD_S, settings.redis_lease_ttl_s / 4)
         self.prefetch = 2 * settings.max_batch
         self.result_timeout_s = settings.redis_result_timeout_s
         self.connected = False
         self._renew = self.redis.register_script(RENEW_SCRIPT)
         self._release = self.redis.register_script(RELEASE_SCRIPT)
+        self._take_over = self.redis.register_script(TAKEOVER_SCRIPT)
         self._shards: dict[int, _Shard] = {}
         self._tenures = itertools.count(1)
         self._in_flight: set[tuple[str, bytes]] = set()  # (stream key, entry id) read, unanswered
@@ -200,11 +212,17 @@ class RedisWorkerPump:
         request.request_id = f"{key}/{entry_id.decode()}"
         if request.session is not None:
             request.session = _session_in_tenure(request.session, tenure)
+        ticket = self.metrics.ticket()
         try:
             result = await self.queue.local.submit(request)
         except QueueClosed:  # the inference thread stopped: leave the frame to the next holder
+            ticket.dropped("left_to_another_worker")
             self._finished(key, entry_id)
             return
+        if result.error_code is None:
+            ticket.processed()
+        else:
+            ticket.failed(result.error_code)
         result.request_id = caller_id
         deadline = time.monotonic() + self.result_timeout_s
         while True:
@@ -247,9 +265,11 @@ class RedisWorkerPump:
                 await self._heartbeat()
                 workers = await live_workers(self.redis, self.keys)
                 await self._renew_leases()
-                fair_share = math.ceil(self.keys.shards / max(1, len(workers)))
-                await self._rebalance(fair_share)
-                await self._claim_abandoned()
+                alive = {worker["id"] for worker in workers} | {self.worker_id}
+                fair_share = math.ceil(self.keys.shards / len(alive))
+                if await self._rebalance(fair_share, alive):
+                    await self._heartbeat()  # API processes see the shards held at once
+                await self._claim_abandoned(alive)
                 if not self.connected:
                     log.info("connected to Redis; holding shards %s", self.shards)
                 self.connected = True
@@ -267,6 +287,7 @@ class RedisWorkerPump:
             "id": self.worker_id,
             "models": [_card(model) for model in self.inference.models.values()],
             "shard_count": self.keys.shards,
+            "memory_budget_bytes": self.inference.memory_budget_bytes,
             "shards": self.shards,
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -287,9 +308,9 @@ class RedisWorkerPump:
             log.warning("lost the leases of shards %s; their streams restart cold", lost)
         self._renewed_at = time.monotonic()
 
-    async def _rebalance(self, fair_share: int) -> None:
+    async def _rebalance(self, fair_share: int, alive: set[str]) -> bool:
         """Give back what is held beyond the fair share (idle shards first), take free shards
-        up to it."""
+        and those of dead workers up to it; whether the shards held changed."""
         excess = len(self._shards) - fair_share
         by_load = sorted(self._shards.values(), key=lambda shard: self._frames_in(shard.key))
         given_back, taken = [], []
@@ -299,18 +320,16 @@ class RedisWorkerPump:
                 await self._release(keys=[self.keys.lease(shard.index)], args=[self.worker_id])
                 del self._shards[shard.index]
                 given_back.append(shard.index)
+        holders = await self.redis.mget([self.keys.lease(i) for i in range(self.keys.shards)])
         for index in random.sample(range(self.keys.shards), self.keys.shards):
             if len(self._shards) >= fair_share:
                 break
-            if index in self._shards:
+            if index in self._shards or not await self._take_lease(index, holders[index], alive):
                 continue
-            if await self.redis.set(
-                self.keys.lease(index), self.worker_id, nx=True, px=self.lease_ms
-            ):
-                key = self.keys.shard_frames(index)
-                await self._create_groups([key])
-                self._shards[index] = _Shard(index, key, next(self._tenures))
-                taken.append(index)
+            key = self.keys.shard_frames(index)
+            await self._create_groups([key])
+            self._shards[index] = _Shard(index, key, next(self._tenures))
+            taken.append(index)
         if given_back or taken:
             log.info(
                 "fair share %d: gave back shards %s, took %s; holding %s",
@@ -319,11 +338,26 @@ class RedisWorkerPump:
                 taken,
                 self.shards,
             )
+        return bool(given_back or taken)
 
-    async def _claim_abandoned(self) -> None:
-        """Claim the frames that other (dead) consumers read and never answered."""
+    async def _take_lease(self, index: int, holder: str | bytes | None, alive: set[str]) -> bool:
+        """Take a shard's lease if it is free, or held by a worker that is dead."""
+        lease = self.keys.lease(index)
+        if holder is None:
+            return bool(await self.redis.set(lease, self.worker_id, nx=True, px=self.lease_ms))
+        if _text(holder) in alive:
+            return False
+        if await self._take_over(keys=[lease], args=[holder, self.worker_id, self.lease_ms]):
+            log.warning("took shard %d over from %s, which is dead", index, _text(holder))
+            return True
+        return False
+
+    async def _claim_abandoned(self, alive: set[str]) -> None:
+        """Claim the frames that other (dead) consumers read and never answered: at once from
+        the workers known dead, after a lease TTL from any other."""
         keys = [s.key for s in self._shards.values() if not s.releasing]
         for key in [*keys, self.keys.detect_frames]:
+            await self._claim_from_the_dead(key, alive)
             start: bytes | str = "0-0"
             while True:
                 try:
@@ -341,6 +375,35 @@ class RedisWorkerPump:
                     self._take(key, entry_id, fields)
                 if start in (b"0-0", "0-0"):
                     break
+
+    async def _claim_from_the_dead(self, key: str, alive: set[str]) -> None:
+        """Claim every frame pending for a consumer of ``key`` that is not alive (and has not
+        read for a while: a worker starting reads before its first heartbeat), then forget it."""
+        try:
+            consumers = await self.redis.xinfo_consumers(key, GROUP)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            return  # created by the claims below
+        for consumer in consumers:
+            name = _text(consumer["name"])
+            if name in alive or consumer["idle"] < DEAD_CONSUMER_IDLE_MS:
+                continue
+            if consumer["pending"]:
+                pending = await self.redis.xpending_range(
+                    key, GROUP, min="-", max="+", count=consumer["pending"], consumername=name
+                )
+                ids: list[bytes | str | int] = [entry["message_id"] for entry in pending]
+                claimed = cast(
+                    list[tuple[bytes, Fields | None]],
+                    await self.redis.xclaim(key, GROUP, self.worker_id, 0, list(ids)),
+                )
+                log.warning(
+                    "claimed %d frames of %s from %s, which is dead", len(claimed), key, name
+                )
+                for entry_id, fields in claimed:
+                    self._take(key, entry_id, fields)
+            await self.redis.xgroup_delconsumer(key, GROUP, name)
 
     async def _create_groups(self, keys: list[str]) -> None:
         for key in keys:
@@ -365,6 +428,10 @@ class RedisWorkerPump:
         if self.connected:
             log.warning("lost Redis (%s); reconnecting", exc)
         self.connected = False
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _session_in_tenure(session: str, tenure: int) -> str:

@@ -9,6 +9,8 @@ what ``models.padding`` would do to it alone), run in one call, and its logits c
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import logging
 import tempfile
@@ -22,9 +24,10 @@ import onnxruntime
 import torch
 from torch import nn
 
+from frames.sizes import padded_size
 from models.devices import resolve_device, to_channels_last
 from models.export import export_onnx, onnx_cpu_session
-from models.padding import crop_to, pad_to_multiple, padded_size
+from models.padding import crop_to, pad_to_multiple
 from models.registry import load_model, model_info
 from models.std2net import STD2Net, StreamState, step_streams
 from models.weights import file_sha256
@@ -38,6 +41,14 @@ log = logging.getLogger(__name__)
 PIPELINE_SLOTS = 2
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+CPU_MEMORY_BUDGET_BYTES = 1 << 30  # Settings.memory_budget_bytes unset, on a CPU
+CUDA_MEMORY_BUDGET_SHARE = 0.8  # ... on CUDA: this share of the GPU's memory
+
+# After a call larger than the steady ones, ONNX Runtime's arena gives back what it holds beyond
+# the call's own tensors, instead of keeping its peak for good.
+_SHRINK_ARENA = onnxruntime.RunOptions()
+_SHRINK_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
 
 @dataclass(frozen=True)
@@ -92,11 +103,38 @@ def runs_on_onnxruntime(settings: Settings, device: torch.device, model: str) ->
     return possible
 
 
+def memory_budget_bytes(settings: Settings, device: torch.device) -> int:
+    """``Settings.memory_budget_bytes``, or its default for ``device``."""
+    if settings.memory_budget_bytes is not None:
+        return settings.memory_budget_bytes
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return int(total * CUDA_MEMORY_BUDGET_SHARE)
+    return CPU_MEMORY_BUDGET_BYTES
+
+
+def _malloc_trim() -> Callable[[], object]:
+    """glibc's ``malloc_trim(0)``: hand the free pages of every malloc arena back to the system
+    (torch's CPU tensors and ONNX Runtime's buffers come from malloc; glibc keeps what they free
+    for reuse, up to the largest call ever made). A no-op where the C library has none."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+malloc_trim = _malloc_trim()
+
+
 class PendingLogits:
     """A submitted batch's logits: each frame's (H, W) float32, cropped to the frame.
 
     On CUDA they may still be on their way into a pinned buffer that a later batch reuses;
-    ``result()`` waits for them (once) and keeps them in memory of their own.
+    ``result()`` waits for them (once) and keeps them in memory of their own. ``oversized``: the
+    call was larger than the steady ones (``ModelRuntime.give_back_memory`` after it).
     """
 
     def __init__(
@@ -104,10 +142,12 @@ class PendingLogits:
         logits: torch.Tensor,
         shapes: list[tuple[int, int]],
         landed: torch.cuda.Event | None = None,
+        oversized: bool = False,
     ) -> None:
         self._logits = logits  # (B, 1, Hp, Wp) on the host
         self._shapes = shapes
         self._landed = landed
+        self.oversized = oversized
         self._frames: list[np.ndarray] | None = None
 
     def result(self) -> list[np.ndarray]:
@@ -138,6 +178,10 @@ class ModelRuntime:
         }
         self.models: dict[str, LoadedModel] = {}
         self.on_cuda = self.device.type == "cuda"
+        self.memory_budget_bytes = memory_budget_bytes(settings, self.device)
+        # Per model, the calls whose memory is kept for the next ones: a full batch of the
+        # largest warm-up size. Larger calls give their memory back once answered.
+        self._steady_call_pixels: dict[str, int] = {}
         self._pinned = PinnedBuffers()  # allocates on first use: on CUDA only
         self._next_slot = 0
         self._in_slot: list[PendingLogits | None] = [None] * PIPELINE_SLOTS
@@ -161,6 +205,13 @@ class ModelRuntime:
             else:
                 sha = file_sha256(choice.path)
                 log.info("loaded %s from %s (sha256 %s)", name, choice.path, sha[:12])
+            element_bytes = torch.finfo(self.dtype).bits // 8
+            info = model_info(name)
+            self._steady_call_pixels[name] = self.settings.max_batch * max(
+                height * width
+                for shape in self.settings.warmup_shapes()
+                for height, width in [padded_size(*shape, info.size_multiple)]
+            )
             self.models[name] = LoadedModel(
                 name=name,
                 module=module,
@@ -172,6 +223,9 @@ class ModelRuntime:
                 parameters=sum(p.numel() for p in module.parameters()),
                 weights_sha256=sha,
                 weights_source=choice.source,
+                peak_bytes_per_pixel=info.peak_bytes_per_pixel * element_bytes // 4,
+                peak_bytes_per_pixel_squared=info.peak_bytes_per_pixel_squared * element_bytes / 4,
+                state_bytes_per_pixel=info.state_values_per_pixel * element_bytes,
             )
 
     @staticmethod
@@ -231,13 +285,18 @@ class ModelRuntime:
             pad_to_multiple(torch.from_numpy(frame)[None, None], model.size_multiple)
             for frame in frames
         ]
+        call_pixels = len(frames) * model.padded_pixels(shapes[0])
+        oversized = call_pixels > self._steady_call_pixels[model_name]
         if model.onnx is not None:
-            (onnx_logits,) = model.onnx.run(None, {"frames": torch.cat(padded).numpy()})
-            return PendingLogits(torch.from_numpy(onnx_logits), shapes)
+            run_options = _SHRINK_ARENA if oversized else None
+            inputs = {"frames": torch.cat(padded).numpy()}
+            (onnx_logits,) = model.onnx.run(None, inputs, run_options)
+            return PendingLogits(torch.from_numpy(onnx_logits), shapes, oversized=oversized)
         if not self.on_cuda:
             batch = torch.cat(padded).to(device=self.device, dtype=self.dtype)
-            return PendingLogits(self._forward(model, batch, states).cpu(), shapes)
-        return self._submit_on_cuda(model, padded, shapes, states)
+            logits = self._forward(model, batch, states).cpu()
+            return PendingLogits(logits, shapes, oversized=oversized)
+        return self._submit_on_cuda(model, padded, shapes, states, oversized)
 
     def _forward(
         self, model: LoadedModel, batch: torch.Tensor, states: Sequence[StreamState] | None
@@ -258,6 +317,7 @@ class ModelRuntime:
         padded: list[torch.Tensor],
         shapes: list[tuple[int, int]],
         states: Sequence[StreamState] | None,
+        oversized: bool,
     ) -> PendingLogits:
         """Frames -> pinned buffer -> GPU (asynchronous copy), the model's launches, logits ->
         pinned buffer (asynchronous copy), an event after them: nothing here waits for the GPU.
@@ -288,9 +348,16 @@ class ModelRuntime:
             with contextlib.suppress(RuntimeError):
                 stream.synchronize()
             raise
-        pending = PendingLogits(host, shapes, landed)
+        pending = PendingLogits(host, shapes, landed, oversized)
         self._in_slot[slot] = pending
         return pending
+
+    def give_back_memory(self) -> None:
+        """Return the memory freed by a large call or by streams that ended to the system, so a
+        process's RSS (or its GPU's) goes back to its steady level instead of keeping its peak."""
+        malloc_trim()
+        if self.on_cuda:
+            torch.cuda.empty_cache()
 
     def gpu_memory_bytes(self) -> float:
         if self.device.type != "cuda":

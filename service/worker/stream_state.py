@@ -45,6 +45,7 @@ class Tracker(Protocol):
 _T = TypeVar("_T")
 TrackerFactory = Callable[[], Tracker]
 TrackCountsListener = Callable[[int, int], None]  # (tracks started, tracks ended) since last call
+WindowBytes = Callable[[str, tuple[int, int]], int]  # (model, frame size) -> a window's bytes
 
 
 @dataclass
@@ -59,17 +60,22 @@ class StreamModelState:
 
 class StreamStates:
     """The worker's per-stream state, created on a stream's first frame, freed on release or
-    after ``idle_ttl_s`` without frames."""
+    after ``idle_ttl_s`` without frames. ``on_window_freed`` is told when a freed state held a
+    window (its memory can go back to the system)."""
 
     def __init__(
         self,
         idle_ttl_s: float,
         tracker_factory: TrackerFactory = PointTracker,
         on_track_counts: TrackCountsListener | None = None,
+        window_bytes: WindowBytes | None = None,
+        on_window_freed: Callable[[], None] | None = None,
     ) -> None:
         self._tracker_factory = tracker_factory
         self._idle_ttl_s = idle_ttl_s
         self._on_track_counts = on_track_counts
+        self._window_bytes = window_bytes
+        self._on_window_freed = on_window_freed
         self._states: dict[str, StreamModelState] = {}
 
     def __len__(self) -> int:
@@ -131,6 +137,16 @@ class StreamStates:
         state = self._states.pop(stream_id, None)
         if state is not None:
             self._counting_tracks(state.tracker, state.tracker.reset)
+            if state.window is not None and self._on_window_freed is not None:
+                state.window = None
+                self._on_window_freed()
+
+    def window_bytes(self) -> int:
+        """What the streams' windows hold (as estimated for the memory budget)."""
+        if self._window_bytes is None:
+            return 0
+        measure = self._window_bytes
+        return sum(measure(s.model, s.size) for s in self._states.values() if s.window is not None)
 
     def _counting_tracks(self, tracker: Tracker, change: Callable[[], _T]) -> _T:
         """Run a tracker change and report how many tracks it started and ended."""

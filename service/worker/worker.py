@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -92,11 +93,14 @@ class InferenceWorker:
             settings.stream_idle_ttl_s,
             tracker_factory or (lambda: PointTracker(settings.tracker)),
             self._count_tracks,
+            window_bytes=lambda model, size: self.runtime.models[model].state_bytes(size),
+            on_window_freed=self._memory_freed,
         )
         self._batcher: Batcher[FrameRequest] = Batcher(
-            settings.max_batch, settings.max_wait_ms / 1000.0
+            settings.max_batch, settings.max_wait_ms / 1000.0, self._frames_that_fit
         )
         self._in_flight: _Round | None = None
+        self._memory_to_give_back = False
         self._thread = threading.Thread(target=self._run, name="irtrack-inference", daemon=True)
 
     @property
@@ -107,6 +111,10 @@ class InferenceWorker:
     def models(self) -> dict[str, LoadedModel]:
         """The loaded models (empty until ``ready``)."""
         return self.runtime.models
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return self.runtime.memory_budget_bytes
 
     def start(self) -> None:
         self._thread.start()
@@ -182,6 +190,20 @@ class InferenceWorker:
                 self._states.evict_idle(now)
                 self.metrics.active_tracks.set(self._states.active_tracks())
                 next_eviction = now + IDLE_POLL_S
+            if self._memory_to_give_back and self._in_flight is None:
+                self._memory_to_give_back = False
+                self.runtime.give_back_memory()
+
+    def _memory_freed(self) -> None:
+        """A large call or a stream's window ended: its memory goes back once nothing runs."""
+        self._memory_to_give_back = True
+
+    def _frames_that_fit(self, key: Hashable) -> int:
+        """Frames of a batch key (model, padded H, padded W) that one call can take within the
+        memory budget, beside the windows the streams hold."""
+        model, height, width = cast(tuple[str, int, int], key)
+        room = self.runtime.memory_budget_bytes - self._states.window_bytes()
+        return room // self.runtime.models[model].call_bytes((height, width))
 
     def _count_tracks(self, started: int, ended: int) -> None:
         self.metrics.tracks_started.inc(started)
@@ -240,6 +262,8 @@ class InferenceWorker:
             self._fail_round(round_.model, round_.jobs, exc)
             return
         inference_s = time.perf_counter() - round_.submitted_tick
+        if round_.logits.oversized:
+            self._memory_freed()
         self.metrics.batch_size.labels(round_.model).observe(len(round_.jobs))
         for job, frame_logits in zip(round_.jobs, logits, strict=True):
             self.queue.reply(self._postprocess(job, frame_logits, round_.started_at, inference_s))
@@ -263,9 +287,11 @@ class InferenceWorker:
         request = job.request
         tick = time.perf_counter()
         try:
-            components, binary = detect_in_logits(
-                logits, self.settings.threshold, self.settings.min_area
-            )
+            threshold = request.threshold or self.settings.threshold
+            components, binary = detect_in_logits(logits, threshold, self.settings.min_area)
+            options = request.options
+            if options is not None:
+                components = options.kept(components)  # the stream's ignore regions
             track_ids: list[int | None] = [None] * len(components)
             tracks = []
             if job.state is not None:
@@ -277,6 +303,9 @@ class InferenceWorker:
                 )
                 track_ids = [assignment.track_id for assignment in assignments]
                 tracks = job.state.tracker.active_tracks()
+            detections = [Detection(c, t) for c, t in zip(components, track_ids, strict=True)]
+            if options is not None and options.report == "confirmed":
+                detections = [d for d in detections if d.track_id is not None]
             mask = encode_rle(binary) if request.want_mask else None
         except Exception as exc:
             log.exception("post-processing failed for request %s", request.request_id)
@@ -285,7 +314,7 @@ class InferenceWorker:
             return self._error(request, "postprocess_error", f"post-processing failed: {exc}")
         return FrameResult(
             request_id=request.request_id,
-            detections=[Detection(c, t) for c, t in zip(components, track_ids, strict=True)],
+            detections=detections,
             mask_rle=mask,
             reset=job.reset,
             tracks=tracks,
