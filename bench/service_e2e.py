@@ -54,16 +54,11 @@ import asyncio
 import contextlib
 import itertools
 import os
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,16 +76,16 @@ from bench.common import (
     weights_named,
     write_outputs,
 )
+from bench.processes import ServiceStack, cpu_seconds, service_stack
 from bench.stream_clients import Arrival, StreamPlan, run_streams
 from clients.sources import open_source
-from data.paths import DATA_DIR, REPO_ROOT
+from data.paths import DATA_DIR
 from frames.sizes import format_size, parse_size
 from models import MODEL_NAMES
 from models.std2net import StreamState
 from service.settings import Settings
 from service.worker.runtime import ModelRuntime
 
-BACKENDS = ("embedded", "redis")
 DEFAULT_STREAMS = (1, 4, 16)
 DEFAULT_FPS = (25.0, 0.0)  # 0: as fast as the credits allow (saturation)
 DEFAULT_SIZE = (256, 256)  # (H, W)
@@ -98,7 +93,6 @@ DEFAULT_MAX_BATCH: int = Settings.model_fields["max_batch"].default
 DEFAULT_MAX_STREAMS: int = Settings.model_fields["max_streams"].default
 DEFAULT_QUEUE_LIMIT: int = Settings.model_fields["global_queue_limit"].default
 VIDEO_DIR = DATA_DIR / "videos"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- frames ------------------------------------------------------------------------------------
@@ -148,130 +142,6 @@ def synthetic_clip(size: tuple[int, int], count: int, seed: int = 0) -> list[np.
         frame[y : y + 3, x : x + 3] = 250
         frames.append(np.clip(frame, 0, 255).astype(np.uint8))
     return frames
-
-
-# --- the service as child processes ------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-
-
-class _Child:
-    """A child process logging to a file; stopped gently (SIGTERM), then firmly."""
-
-    def __init__(self, role: str, command: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.role = role
-        self.log_path = log_dir / f"{role}.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def check_running(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(
-                f"{self.role} exited with {self.process.returncode}; its log:\n{self.log_tail()}"
-            )
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def _irtrack(command: str, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "from cli.app import main; main()",
-        command,
-        "--port",
-        str(port),
-    ]
-
-
-@dataclass
-class ServiceStack:
-    """The processes of one backend; ``base_url`` is the API, ``metrics_url`` the process that
-    runs the model (the API itself on the embedded queue, the worker with Redis)."""
-
-    base_url: str
-    metrics_url: str
-    children: list[_Child] = field(default_factory=list)
-
-    @property
-    def pids(self) -> dict[str, int]:
-        return {child.role: child.process.pid for child in self.children}
-
-
-@contextlib.contextmanager
-def service_stack(
-    backend: str, service_env: dict[str, str], startup_timeout_s: float = 300.0
-) -> Iterator[ServiceStack]:
-    """Start the backend's processes, wait until the API is ready, stop them all at the end."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    inherited = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "IRTRACK_REDIS_URL")}
-    env = {**inherited, **service_env, "IRTRACK_HOST": "127.0.0.1"}
-    with tempfile.TemporaryDirectory(prefix=f"irtrack-bench-{backend}-") as workdir:
-        log_dir = Path(workdir)
-        api_port = free_port()
-        stack = ServiceStack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{api_port}")
-        try:
-            if backend == "redis":
-                redis_port = free_port()
-                stack.children.append(_start_redis(redis_port, log_dir))
-                env["IRTRACK_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-                worker_port = free_port()
-                stack.children.append(
-                    _Child("worker", _irtrack("worker", worker_port), env, log_dir)
-                )
-                stack.metrics_url = f"http://127.0.0.1:{worker_port}"
-            stack.children.append(_Child("api", _irtrack("serve", api_port), env, log_dir))
-            _wait_ready(stack, startup_timeout_s)
-            yield stack
-        finally:
-            for child in reversed(stack.children):  # the API first: it drains its streams
-                child.stop()
-
-
-def _start_redis(port: int, log_dir: Path) -> _Child:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError(
-            "--backend redis needs redis-server on the PATH (apt install redis-server)"
-        )
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(log_dir)]
-    return _Child("redis", command, dict(os.environ), log_dir)
-
-
-def _wait_ready(stack: ServiceStack, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        for child in stack.children:
-            child.check_running()
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{stack.base_url}/readyz", timeout=2).status_code == 200:
-                return
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {c.role}:\n{c.log_tail()}" for c in stack.children)
-            raise RuntimeError(f"the service was not ready within {timeout_s:g} s\n{tails}")
-        time.sleep(0.2)
 
 
 # --- one row: N streams through the running service --------------------------------------------
