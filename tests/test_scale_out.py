@@ -56,7 +56,6 @@ pytestmark = pytest.mark.timeout(300)
 SHARDS = 8
 LEASE_TTL_S = 2.0
 SIZE = 64
-FRAME_ERRORS_OF_AN_OUTAGE = {"queue_unavailable", "queue_lost"}
 
 
 # --- the cluster ---------------------------------------------------------------------------------
@@ -372,17 +371,15 @@ def test_redis_restart_mid_run_recovers_without_restarting_any_process(cluster: 
     def restart_redis() -> None:
         began = time.monotonic()
         cluster.redis.kill()
-        time.sleep(1.0)  # down for a second: frames sent meanwhile fail, nothing hangs
+        time.sleep(1.0)  # down for a second: frames sent meanwhile wait, nothing hangs
         cluster.redis.start()
         outage.append(time.monotonic() - began)
 
     struck = with_fault(runs, 9.0, restart_redis)
 
     assert_one_answer_per_frame_in_order(runs)
-    for run in runs:
-        codes = {e.answer["error"]["code"] for e in run.of_type("error")}
-        assert codes <= FRAME_ERRORS_OF_AN_OUTAGE, codes
-        assert not run.of_type("dropped")
+    for run in runs:  # the frames in Redis when it died are sent again: none lost
+        assert not run.of_type("error") and not run.of_type("dropped"), run.stream_id
         assert [e.answer["type"] for e in run.exchanges[-3:]] == ["result"] * 3, run.stream_id
     recovery = max(run.first_result_after(struck) for run in runs) - struck
     assert recovery < 10, recovery
