@@ -168,7 +168,11 @@ class ModelInfo(BaseModel):
     state_bytes_per_pixel: int = Field(
         description="What a stream keeps between frames, per padded pixel (0: single-frame)."
     )
-    default: bool
+    device: str = Field(description="Where the model runs: cpu, cuda:0, ...")
+    default: bool = Field(description="The model of /v1/detect when a request names none.")
+    stream_default: bool = Field(
+        description="The model of a new stream whose first frame names none."
+    )
 
 
 class ModelList(BaseModel):

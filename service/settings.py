@@ -38,7 +38,13 @@ class Settings(BaseSettings):
         default=list(MODEL_NAMES), description="Models to load at start-up, comma-separated."
     )
     default_model: str = Field(
-        default="sd2net", description="Model used when a request names none."
+        default="sd2net", description="Model of /v1/detect when a request names none."
+    )
+    stream_model: str | None = Field(
+        default=None,
+        description="Model of a new stream whose first frame names none; unset: std2net where "
+        "it is loaded and its worker has a GPU, else default_model (on a CPU, STD2Net's cached "
+        "step is several times slower than SD2Net: docs/performance.md).",
     )
     weights_dir: Path | None = Field(
         default=None,
@@ -217,10 +223,12 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown models {unknown}; choose from {list(MODEL_NAMES)}")
         if not self.models:
             raise ValueError("IRTRACK_MODELS must name at least one model")
-        if self.default_model not in self.models:
-            raise ValueError(
-                f"default_model {self.default_model!r} is not among the loaded models {self.models}"
-            )
+        for option in ("default_model", "stream_model"):
+            chosen = getattr(self, option)
+            if chosen is not None and chosen not in self.models:
+                raise ValueError(
+                    f"{option} {chosen!r} is not among the loaded models {self.models}"
+                )
         return self
 
     def warmup_shapes(self) -> list[tuple[int, int]]:

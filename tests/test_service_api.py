@@ -58,6 +58,9 @@ def test_models_lists_the_loaded_detectors(http):
     assert set(models) == {"sd2net", "std2net"}
     assert models["sd2net"]["parameters"] == 262_442 and models["sd2net"]["default"]
     assert models["std2net"]["frames"] == 5 and not models["std2net"]["default"]
+    # on a CPU, a stream that names no model gets SD2Net too (STD2Net is the default on a GPU)
+    assert {m["device"] for m in models.values()} == {"cpu"}
+    assert models["sd2net"]["stream_default"] and not models["std2net"]["stream_default"]
     assert all(len(m["weights_sha256"]) == 64 for m in models.values())
     # on a CPU in float32 the single-frame model runs on ONNX Runtime; streaming stays in torch
     assert models["sd2net"]["backend"] == "onnxruntime" and models["std2net"]["backend"] == "torch"

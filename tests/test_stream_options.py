@@ -13,6 +13,7 @@ from service_support import receive_json, running_server, send_frame
 
 from clients import Client, DetectionOptions, IgnoreRegion
 from service.codecs import decode_rle
+from service.settings import Settings
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -195,3 +196,21 @@ def test_options_travel_with_the_frames_to_a_redis_worker(tmp_path: Path):
         api.stop()
         worker.stop()
         redis.kill()
+
+
+def test_a_stream_that_names_no_model_gets_the_configured_stream_model():
+    with (
+        running_server(models=["sd2net", "std2net"], stream_model="std2net") as server,
+        httpx.Client(base_url=server.base_url, timeout=60) as client,
+    ):
+        result = post_frame(client, "cam-default")
+        assert result["model"] == "std2net"
+        listing = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert listing["std2net"]["stream_default"] and listing["sd2net"]["default"]
+        detect = client.post("/v1/detect", **raw(dotted_frame()))
+        assert detect.json()["model"] == "sd2net"  # single frames keep the default model
+
+
+def test_a_stream_model_that_is_not_loaded_is_refused_at_start_up():
+    with pytest.raises(ValueError, match="stream_model 'std2net' is not among the loaded"):
+        Settings(models=["sd2net"], stream_model="std2net")

@@ -283,9 +283,19 @@ class Engine:
             return_exceptions=True,
         )
 
+    def stream_model(self) -> str:
+        """The model of a new stream that names none: ``stream_model``, else STD2Net where its
+        worker has a GPU, else ``default_model``."""
+        if self.settings.stream_model is not None:
+            return self.settings.stream_model
+        std2net = self.worker.models.get("std2net")
+        if std2net is not None and std2net.device.startswith("cuda"):
+            return "std2net"
+        return self.settings.default_model
+
     def resolve_model(self, name: str | None, *, stateless: bool) -> str:
         """The model a request means: 404 if unknown, 422 if it needs a stream and has none."""
-        name = name or self.settings.default_model
+        name = name or (self.settings.default_model if stateless else self.stream_model())
         if name not in self.settings.models:
             known = ", ".join(self.settings.models)
             detail = "is not loaded" if name in MODEL_NAMES else "does not exist"

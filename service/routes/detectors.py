@@ -25,7 +25,9 @@ async def list_models(engine: EngineDep) -> ModelList:
                 peak_bytes_per_pixel=model.peak_bytes_per_pixel,
                 peak_bytes_per_pixel_squared=model.peak_bytes_per_pixel_squared,
                 state_bytes_per_pixel=model.state_bytes_per_pixel,
+                device=model.device,
                 default=model.name == engine.settings.default_model,
+                stream_default=model.name == engine.stream_model(),
             )
             for model in engine.models()
         ],

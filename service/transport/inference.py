@@ -34,6 +34,7 @@ class ModelCard:
     peak_bytes_per_pixel: int
     peak_bytes_per_pixel_squared: float
     state_bytes_per_pixel: int  # what a stream keeps between frames (0: single-frame models)
+    device: str  # where it runs: "cpu", "cuda:0"... (a GPU makes STD2Net the streams' default)
 
     @classmethod
     def from_listing(cls, listing: dict[str, Any]) -> ModelCard:

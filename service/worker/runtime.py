@@ -226,6 +226,7 @@ class ModelRuntime:
                 peak_bytes_per_pixel=info.peak_bytes_per_pixel * element_bytes // 4,
                 peak_bytes_per_pixel_squared=info.peak_bytes_per_pixel_squared * element_bytes / 4,
                 state_bytes_per_pixel=info.state_values_per_pixel * element_bytes,
+                device=str(self.device),
             )
 
     @staticmethod
