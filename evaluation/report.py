@@ -16,6 +16,7 @@ from data.pseudo_masks import examples_png
 from data.synthesis import SEQUENCE_DATA, fixed_eval_set
 from data.video import list_clips, load_clip
 from evaluation.curves import curves_table, plot_learning_curves
+from evaluation.headline import headline_table, read_reports
 from evaluation.images import evaluate
 from evaluation.sequences import evaluate_on_clips
 from evaluation.sequences import markdown_table as sequence_table
@@ -191,6 +192,21 @@ def curves_command(
             f"Written by `irtrack report curves` from the training logs; plot: `{png.name}`.\n\n"
             + table
         )
+    typer.echo(table)
+
+
+@report_app.command("headline")
+def headline_command(
+    eval_json: list[Path] = typer.Option(..., "--eval", help="irtrack eval --json outputs"),
+    video: Path | None = typer.Option(None, help="irtrack eval-video --json output"),
+    speed: list[Path] = typer.Option([], help="irtrack bench onnx / streaming --json outputs"),
+    markdown: Path = typer.Option(..., help="write the table here"),
+) -> None:
+    """The README's models table: role, training data, accuracy, real video, CPU speed."""
+    table = headline_table(
+        read_reports(eval_json), read_reports([video])[0] if video else None, read_reports(speed)
+    )
+    markdown.write_text(table)
     typer.echo(table)
 
 

@@ -1,0 +1,75 @@
+"""irtrack report headline: the README's models table, from reports of the shipped weights only."""
+
+from evaluation.headline import headline_table
+from models.registry import model_info
+from models.weights import file_sha256
+
+
+def test_each_model_row_takes_the_figures_of_its_own_shipped_weights():
+    path = model_info("sd2net").default_weights_path
+    assert path is not None
+    sha = file_sha256(path)
+    evals = [
+        {
+            "model": "sd2net",
+            "weights_sha256": sha,
+            "dataset": "sirst-v2",
+            "mIoU": 70.04,
+            "Pd": 93.2,
+        },
+        {
+            "model": "sd2net",
+            "weights_sha256": "other",
+            "dataset": "nudt-sirst",
+            "mIoU": 1.0,
+            "Pd": 1.0,
+        },
+    ]
+    video = {
+        "models": {
+            "sd2net": {
+                "weights_sha256": sha,
+                "groups": {
+                    "all clips": {},
+                    "small-target clips": {
+                        "matched": [
+                            {"fa_per_frame_limit": 0.01, "Pd": 80.0},
+                            {"fa_per_frame_limit": 0.05, "Pd": 91.25},
+                        ],
+                        "tracking": {"idf1": 0.875},
+                    },
+                },
+            }
+        }
+    }
+    speeds = [
+        {
+            "machine": {"cpu": "a CPU"},
+            "rows": [
+                {
+                    "model": "sd2net",
+                    "variant": "onnxruntime",
+                    "height": 256,
+                    "width": 256,
+                    "batch": 1,
+                    "fps": 25.04,
+                },
+                {
+                    "model": "sd2net",
+                    "variant": "onnxruntime",
+                    "height": 512,
+                    "width": 640,
+                    "batch": 1,
+                    "fps": 3.0,
+                },
+            ],
+        }
+    ]
+    row = next(
+        line
+        for line in headline_table(evals, video, speeds).splitlines()
+        if line.startswith("| sd2net")
+    )
+    assert "sirst-v2: mIoU 70.0, Pd 93.2" in row and "nudt-sirst" not in row.split("|")[5]
+    assert "Pd 91.2 at <= 0.05 FA/frame; IDF1 0.88" in row
+    assert "25.0 (ONNX Runtime, 256 x 256)" in row
