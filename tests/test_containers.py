@@ -528,7 +528,8 @@ def report(request: pytest.FixtureRequest) -> Iterator[None]:
     if not REPORT:
         return  # skipped
     REPORT.append(f"[time] {time.monotonic() - started:.0f} s for the container test in all")
-    request.config.pluginmanager.get_plugin("terminalreporter").write_line(f"\n{REPORT[-1]}")
+    with request.config.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+        print(f"\n{REPORT[-1]}")
     destination = os.environ.get("IRTRACK_CONTAINERS_REPORT")
     if not destination:
         return
