@@ -39,11 +39,11 @@ from models.std2net import StreamState
 from service.transport.inference import ModelCard
 
 PARTS = ("calls", "streams", "service")
-CALL_SIZES = ((256, 256), (512, 512), (512, 640), (768, 768), (1024, 1024))
+CALL_SIZES = ((256, 256), (1, 16384), (512, 512), (512, 640), (768, 768), (1024, 1024))
 STREAM_SIZES = ((128, 128), (256, 256), (512, 640))
 STREAMS_MEASURED = 4
 STEADY_FRAMES = 5
-SETTLE_S = 2.0  # the worker gives memory back once idle: wait for it before reading RSS
+SETTLE_S = 4.0  # the worker gives memory back once idle (2 s): wait for it before reading RSS
 
 
 # --- calls -----------------------------------------------------------------------------------
@@ -234,9 +234,11 @@ def measure_service(limit_bytes: int, service_env: dict[str, str]) -> dict[str, 
             )
             response.raise_for_status()
 
-        for model in cards:
+        for model, card in cards.items():
             for _ in range(STEADY_FRAMES):
                 send(model, warm_height, warm_width, f"warm-{model}")
+            if card.streaming:  # its window would count against the largest frames' budget
+                http.delete(f"{stack.base_url}/v1/streams/warm-{model}")
         time.sleep(SETTLE_S)
         warm = rss_bytes(pid)
         rows = []

@@ -71,9 +71,9 @@ MODEL_INFO: dict[str, ModelInfo] = {
             LRRNet,
             "LRRNet: low-rank background reconstruction and subtraction (3.45M params)",
             "lrrnet_nudt-sirst.safetensors",
-            peak_bytes_per_pixel=2048,
-            # self-attention over the H/8 x W/8 tokens: N = P / 64, N x N float32, twice
-            peak_bytes_per_pixel_squared=2 * 4 / 64**2,
+            peak_bytes_per_pixel=2304,
+            # self-attention over the H/8 x W/8 tokens: N = P / 64, an N x N float32 matrix
+            peak_bytes_per_pixel_squared=4 / 64**2,
         ),
     ]
 }

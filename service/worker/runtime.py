@@ -354,8 +354,15 @@ class ModelRuntime:
         return pending
 
     def give_back_memory(self) -> None:
-        """Return the memory freed by a large call or by streams that ended to the system, so a
-        process's RSS (or its GPU's) goes back to its steady level instead of keeping its peak."""
+        """Return the memory the calls freed (and the windows of streams that ended) to the
+        system, so a process's RSS (or its GPU's) goes back down instead of keeping its peak.
+        ONNX Runtime shrinks its arena only at the end of a run that asks for it: each model it
+        runs gets one of a single frame of its size multiple (a millisecond)."""
+        for model in self.models.values():
+            if model.onnx is not None:
+                side = model.size_multiple
+                frame = np.zeros((1, 1, side, side), dtype=np.float32)
+                model.onnx.run(None, {"frames": frame}, _SHRINK_ARENA)
         malloc_trim()
         if self.on_cuda:
             torch.cuda.empty_cache()

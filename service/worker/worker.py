@@ -44,6 +44,9 @@ from service.worker.stream_state import StreamModelState, StreamStates, TrackerF
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.5  # how often an idle worker looks at its stop flag and idle streams
+# Idle this long after a call, the worker gives the calls' memory back to the system (arenas
+# keep it for the next call while frames keep coming).
+IDLE_GIVE_BACK_S = 2.0
 
 
 @dataclass
@@ -100,7 +103,7 @@ class InferenceWorker:
             settings.max_batch, settings.max_wait_ms / 1000.0, self._frames_that_fit
         )
         self._in_flight: _Round | None = None
-        self._memory_to_give_back = False
+        self._give_back_at: float | None = None  # when to hand freed memory back (monotonic)
         self._thread = threading.Thread(target=self._run, name="irtrack-inference", daemon=True)
 
     @property
@@ -190,13 +193,20 @@ class InferenceWorker:
                 self._states.evict_idle(now)
                 self.metrics.active_tracks.set(self._states.active_tracks())
                 next_eviction = now + IDLE_POLL_S
-            if self._memory_to_give_back and self._in_flight is None:
-                self._memory_to_give_back = False
+            idle = self._in_flight is None and not self._batcher
+            if idle and self._give_back_at is not None and now >= self._give_back_at:
+                self._give_back_at = None
                 self.runtime.give_back_memory()
 
     def _memory_freed(self) -> None:
-        """A large call or a stream's window ended: its memory goes back once nothing runs."""
-        self._memory_to_give_back = True
+        """A call larger than the steady ones or a stream's window ended: its memory goes back
+        as soon as nothing runs."""
+        self._give_back_at = time.monotonic()
+
+    def _call_answered(self) -> None:
+        """The memory of steady calls goes back once the worker has been idle a while."""
+        if self._give_back_at is None or self._give_back_at > time.monotonic():
+            self._give_back_at = time.monotonic() + IDLE_GIVE_BACK_S
 
     def _frames_that_fit(self, key: Hashable) -> int:
         """Frames of a batch key (model, padded H, padded W) that one call can take within the
@@ -264,6 +274,8 @@ class InferenceWorker:
         inference_s = time.perf_counter() - round_.submitted_tick
         if round_.logits.oversized:
             self._memory_freed()
+        else:
+            self._call_answered()
         self.metrics.batch_size.labels(round_.model).observe(len(round_.jobs))
         for job, frame_logits in zip(round_.jobs, logits, strict=True):
             self.queue.reply(self._postprocess(job, frame_logits, round_.started_at, inference_s))
