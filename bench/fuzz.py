@@ -272,7 +272,9 @@ def _send_generated(
         suppress_health_check=list(HealthCheck),
     )
     def send(case: Any) -> None:
-        if mode == GenerationMode.POSITIVE:  # the right key: the requests are meant to pass
+        # The right key, so that a request reaches what it tests, except for every fourth
+        # negative one, whose own headers (no key, another key, odd bytes) test the key check.
+        if mode == GenerationMode.POSITIVE or tally.requests % 4:
             headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "x-api-key"}
             case.headers = {**headers, "X-API-Key": API_KEY}
         try:
@@ -291,7 +293,8 @@ def _send_generated(
     send()
 
 
-def fuzz_websocket(ws_url: str, conversations_wanted: int, tally: FuzzTally) -> None:
+def fuzz_websocket(base_url: str, conversations_wanted: int, tally: FuzzTally) -> None:
+    ws_url = "ws" + base_url.removeprefix("http")
     from hypothesis import HealthCheck, Phase, given, settings
 
     @given(conversation=conversations())
@@ -308,8 +311,18 @@ def fuzz_websocket(ws_url: str, conversations_wanted: int, tally: FuzzTally) -> 
         problem = asyncio.run(_converse(f"{ws_url}/v1/streams/{stream_id}/ws", conversation, tally))
         if problem is not None:
             tally.server_errors.append(f"ws {conversation.query}: {problem}")
+        delete_streams(base_url, [stream_id])
 
     talk()
+
+
+def delete_streams(base_url: str, stream_ids: list[str] | None = None) -> None:
+    """Free streams (all of them by default): the next phase must not find the service full."""
+    with httpx.Client(base_url=base_url, headers={"X-API-Key": API_KEY}, timeout=30) as http:
+        if stream_ids is None:
+            stream_ids = [s["stream_id"] for s in http.get("/v1/streams").json()["streams"]]
+        for stream_id in stream_ids:
+            http.delete(f"/v1/streams/{stream_id}")
 
 
 async def _converse(url: str, conversation: Conversation, tally: FuzzTally) -> str | None:
@@ -375,8 +388,8 @@ def run_fuzz(requests: int, conversations_wanted: int) -> dict[str, Any]:
         health.start()
         try:
             fuzz_rest(stack.base_url, requests, tally)
-            ws_url = "ws" + stack.base_url.removeprefix("http")
-            fuzz_websocket(ws_url, conversations_wanted, tally)
+            delete_streams(stack.base_url)
+            fuzz_websocket(stack.base_url, conversations_wanted, tally)
         finally:
             stop.set()
             health.join()
