@@ -36,7 +36,7 @@ import redis
 import torch
 import typer
 
-from bench.common import device_name, machine_info, write_outputs
+from bench.common import device_name, machine_info, served_weights, write_outputs
 from bench.processes import (
     ChildProcess,
     counters_balance,
@@ -320,13 +320,14 @@ def markdown_report(report: dict[str, Any], machine: dict[str, Any]) -> str:
     plan = report["plan"]
     lines = [
         f"Measured {machine['date']} on {device_name(machine)}: redis-server (no persistence), "
-        f"one API process, {WORKERS} workers ({plan['model']}, shipped weights, default settings: "
+        f"one API process, {WORKERS} workers ({plan['model']}, default settings: "
         f"lease TTL {plan['lease_ttl_s']:g} s), {plan['streams']} live streams of "
         f"{plan['size']} frames at {plan['fps']:g} fps through the Python SDK (one frame in "
-        f"flight, every frame sent). Each fault {plan['repeats']} times; recovery = from the "
-        "fault until every stream has a result again; lost = frames without a result (lost, "
-        "failed or dropped); counters = received = processed + dropped + failed on the API and "
-        "every worker afterwards.",
+        f"flight, every frame sent). Each fault {plan['repeats']} times; recovery = the longest "
+        "any stream went without a result from the fault on (the frames' own pace, "
+        f"{1 / plan['fps']:g} s, is the floor); lost = frames without a result (lost, failed or "
+        "dropped); counters = received = processed + dropped + failed on the API and every "
+        f"worker afterwards. {served_weights([plan['model']])}.",
         "",
         "| fault | repeat | hit | frames | results | lost | recovery s | reconnects | counters |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|",

@@ -20,6 +20,7 @@ import typer
 
 from evaluation.machine import cpu_model
 from frames.sizes import parse_size
+from models.registry import model_info
 from models.weights import file_sha256
 
 DEFAULT_SIZES = ((256, 256), (512, 640))  # (H, W)
@@ -72,6 +73,14 @@ def device_name(machine: dict[str, Any]) -> str:
 def weights_label(path: Path | None) -> str:
     """How a report names the weights its figures come from."""
     return "random init" if path is None else f"{path.name} (sha256 {file_sha256(path)[:12]})"
+
+
+def served_weights(models: Sequence[str]) -> str:
+    """'weights: <model> = <file> (sha256 ...); ...' of a service started without
+    IRTRACK_WEIGHTS_DIR: the files shipped in models/weights/ (or random init)."""
+    return weights_named(
+        [{"model": m, "weights": weights_label(model_info(m).default_weights_path)} for m in models]
+    )
 
 
 def weights_named(rows: Sequence[dict[str, Any]]) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import typer
 
-from bench.common import SizesOption, device_name, machine_info, write_outputs
+from bench.common import SizesOption, device_name, machine_info, served_weights, write_outputs
 from bench.process_memory import MiB, peak_rss_bytes, peak_rss_growth, reset_peak_rss, rss_bytes
 from bench.processes import service_stack
 from frames.sizes import format_size, parse_size
@@ -114,8 +114,8 @@ def in_fresh_process(function: Any, *args: Any) -> Any:
 def calls_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     lines = [
         f"Measured {machine['date']} on {device_name(machine)}, torch {machine['torch']}, "
-        f"{machine['torch_threads']} threads, one frame per call, random weights where none are "
-        "shipped (memory does not depend on them). Peak = the RSS high-water mark the call "
+        f"{machine['torch_threads']} threads, one frame per call, "
+        f"{served_weights(sorted({row['model'] for row in rows}))}. Peak = the RSS high-water mark the call "
         "added; estimate = what the memory budget admits the frame by (models/registry.py); "
         "left = RSS above the level before the call once the runtime gave memory back.",
         "",
@@ -283,14 +283,14 @@ def measure_service(limit_bytes: int, service_env: dict[str, str]) -> dict[str, 
 def service_table(report: dict[str, Any], machine: dict[str, Any]) -> str:
     lines = [
         f"Measured {machine['date']} on {device_name(machine)}: `irtrack serve` at its default "
-        f"settings (models {', '.join(report['models'])}, shipped weights, memory budget "
+        f"settings (models {', '.join(report['models'])}, memory budget "
         f"{report['budget_bytes'] / MiB:.0f} MiB, frame limit {report['max_frame_pixels']:,} px). "
         f"RSS loaded {report['loaded_bytes'] / MiB:.0f} MiB, warm "
         f"{report['warm_bytes'] / MiB:.0f} MiB (after {STEADY_FRAMES} frames of "
         f"{report['warm_size']} per model). Then per model its largest admissible frame "
         f"(square; the budget decides): peak RSS while serving it and RSS {SETTLE_S:g} s "
         f"after; the targets: peak within {report['limit_bytes'] / 1e9:g} GB, after within 10% "
-        "of warm.",
+        f"of warm. {served_weights(report['models'])}.",
         "",
         "| model | backend | largest frame | estimate MiB | peak RSS MiB | fits | RSS after MiB "
         "| within 10% of warm | s |",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import typer
 
-from bench.common import device_name, machine_info, write_outputs
+from bench.common import device_name, machine_info, served_weights, write_outputs
 from bench.process_memory import MiB, rss_bytes
 from bench.processes import (
     BACKENDS,
@@ -155,12 +155,12 @@ def markdown_report(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
     lines = [
         f"Measured {machine['date']} on {device_name(machine)} (load average "
         f"{machine['load_average_1min']}): {first['streams']} live streams of {first['size']} "
-        f"frames at {first['fps']:g} fps each through the Python SDK ({first['model']}, shipped "
-        f"weights), {first['seconds'] / 60:g} minutes after a {first['warmup_s']:g} s warm-up, "
+        f"frames at {first['fps']:g} fps each through the Python SDK ({first['model']}), "
+        f"{first['seconds'] / 60:g} minutes after a {first['warmup_s']:g} s warm-up, "
         "per backend. Unaccounted = frames sent and never answered; counters = received = "
         "processed + dropped + failed on every service process at the end; RSS growth = from "
         "the end of the warm-up to the end, per process; latency = client round trip of the "
-        "results after the warm-up.",
+        f"results after the warm-up. {served_weights([first['model']])}.",
         "",
         "| backend | sent | results | dropped | errors | skipped by clients | unaccounted "
         "| counters | RSS after warm-up MiB | RSS at end MiB | RSS growth | p50 ms | p95 ms "
