@@ -185,8 +185,9 @@ class Settings(BaseSettings):
     redis_lease_ttl_s: float = Field(
         default=10.0,
         gt=0,
-        description="A worker silent this long is dead: its shards and pending frames move to "
-        "another worker, whose streams start cold.",
+        description="A worker whose leases went unrenewed this long is dead: its shards and "
+        "pending frames move to another worker, whose streams start cold. A killed worker is seen "
+        "dead sooner, when its Redis connections close (within a second).",
     )
     redis_queue_limit: int = Field(
         default=64,
