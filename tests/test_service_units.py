@@ -151,6 +151,20 @@ def test_drain_makes_every_group_due():
     assert sorted(key for key, _ in drained) == ["a", "b"]
 
 
+def test_a_batch_limit_makes_a_smaller_batch_full_and_due():
+    """What fits the memory budget: a key limited to 2 is due with 2 items and gives 2; the
+    limit never goes below one item or above max_batch."""
+    limits = {"large": 2, "huge": 0, "small": 100}
+    batcher: Batcher[int] = Batcher(max_batch=8, max_wait_s=100.0, batch_limit=limits.__getitem__)
+    for item in range(3):
+        batcher.add("large", item, now=0.0)
+    assert batcher.seconds_until_due(0.0) == 0.0
+    assert batcher.next_batch(0.0) == ("large", [0, 1])
+    batcher.add("huge", 9, now=0.0)
+    assert batcher.full("huge") == 1 and batcher.full("small") == 8
+    assert batcher.next_batch(0.0) == ("huge", [9])
+
+
 def test_a_stream_never_appears_twice_in_one_model_call():
     def request(stream: str | None, n: int) -> FrameRequest:
         frame = np.zeros((4, 4), np.uint8)
