@@ -61,24 +61,27 @@ SD2NET_CARD = {
     "peak_bytes_per_pixel": 3072,
     "peak_bytes_per_pixel_squared": 0.0,
     "state_bytes_per_pixel": 0,
+    "device": "cpu",
 }
 
 
 @contextmanager
-def a_worker_in_name_only(redis_url: str, shards: list[int]) -> Iterator[Callable[..., None]]:
+def a_worker_in_name_only(
+    redis_url: str, shards: list[int], name: str = "nobody", card: dict | None = None
+) -> Iterator[Callable[..., None]]:
     """A worker's registration and connection (what API processes look at), reading nothing;
     yields a function that re-registers it with other shards."""
-    connection = redis.Redis.from_url(redis_url, client_name=worker_client_name("nobody"))
+    connection = redis.Redis.from_url(redis_url, client_name=worker_client_name(name))
 
     def register(held: list[int]) -> None:
         registration = {
-            "id": "nobody",
-            "models": [SD2NET_CARD],
+            "id": name,
+            "models": [SD2NET_CARD if card is None else card],
             "shard_count": Settings().redis_shards,
             "memory_budget_bytes": 1 << 30,
             "shards": held,
         }
-        connection.set("irtrack:worker:nobody", json.dumps(registration))
+        connection.set(f"irtrack:worker:{name}", json.dumps(registration))
 
     register(shards)
     try:
@@ -106,6 +109,24 @@ def test_an_api_process_is_ready_only_once_a_worker_holds_shards(redis_url):
             register([0])
             wait_for(lambda: httpx.get(readyz).status_code == 200, 5, "ready with a shard held")
         wait_for(lambda: httpx.get(readyz).status_code == 503, 5, "not ready once it is gone")
+
+
+def test_a_registration_the_api_cannot_read_leaves_out_that_worker_only(redis_url):
+    """A worker of another irtrack version (its card lacks a field) must not stop the API from
+    seeing the workers it can read."""
+    old_card = {key: value for key, value in SD2NET_CARD.items() if key != "device"}
+    all_shards = list(range(Settings().redis_shards))
+    with (
+        running_server(wait_ready=False, redis_url=redis_url) as api,
+        a_worker_in_name_only(redis_url, shards=all_shards, name="old", card=old_card),
+    ):
+        readyz = f"{api.base_url}/readyz"
+        time.sleep(2.0)
+        assert httpx.get(readyz).status_code == 503  # the unreadable one alone serves nothing
+        with a_worker_in_name_only(redis_url, shards=all_shards, name="new"):
+            wait_for(lambda: httpx.get(readyz).status_code == 200, 5, "ready beside the old one")
+            models = httpx.get(f"{api.base_url}/v1/models").json()
+            assert [model["device"] for model in models["models"]] == ["cpu"]
 
 
 def test_a_frame_no_worker_answers_in_time_is_503_with_retry_after(redis_url):

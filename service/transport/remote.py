@@ -45,6 +45,7 @@ class RemoteWorkers:
         self._memory_budget_bytes = 0
         self._backlog = 0
         self._misfits: set[str] = set()
+        self._unreadable: set[str] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers = Gauge(
@@ -112,6 +113,7 @@ class RemoteWorkers:
             await asyncio.sleep(WATCH_PERIOD_S)
 
     def _update(self, workers: list[dict[str, Any]]) -> None:
+        workers = [worker for worker in workers if self._readable(worker)]
         self._workers.set(len(workers))
         registered: dict[str, ModelCard] = {}
         for worker in workers:
@@ -125,6 +127,24 @@ class RemoteWorkers:
             self.ready.set()
         else:
             self.ready.clear()
+
+    def _readable(self, worker: dict[str, Any]) -> bool:
+        """Whether a registration has what this process needs (a worker of another irtrack version
+        may lack fields): one that does not is left out, said once, and the others serve."""
+        try:
+            for card in worker["models"]:
+                ModelCard(**card)
+            worker["shards"], worker["shard_count"], worker["memory_budget_bytes"]
+        except (KeyError, TypeError) as exc:
+            identity = str(worker.get("id", "?"))
+            if identity not in self._unreadable:
+                log.error(
+                    "worker %s registered what this API cannot read (%s): left out", identity, exc
+                )
+            self._unreadable.add(identity)
+            return False
+        self._unreadable.discard(str(worker.get("id", "?")))
+        return True
 
     def _warn_about_misfits(self, workers: list[dict[str, Any]]) -> None:
         """Say so (once) when a worker's configuration differs from this process's: frames on

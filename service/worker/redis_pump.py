@@ -277,7 +277,7 @@ class RedisWorkerPump:
                 self._lost_connection(exc)
             except Exception:  # a bug must not stop the renewals: the shards would drift away
                 log.exception("maintaining the shard leases failed; trying again")
-            if time.monotonic() - self._renewed_at > self.tick_s * 4 and self._shards:
+            if time.monotonic() - self._renewed_at > self.lease_ms / 1000 and self._shards:
                 log.warning("leases not renewed for a lease TTL: giving up shards %s", self.shards)
                 self._shards.clear()  # another worker may hold them by now
             await asyncio.sleep(self.tick_s)
@@ -345,6 +345,8 @@ class RedisWorkerPump:
         lease = self.keys.lease(index)
         if holder is None:
             return bool(await self.redis.set(lease, self.worker_id, nx=True, px=self.lease_ms))
+        if _text(holder) == self.worker_id:  # still ours (given up while Redis was away)
+            return True
         if _text(holder) in alive:
             return False
         if await self._take_over(keys=[lease], args=[holder, self.worker_id, self.lease_ms]):
