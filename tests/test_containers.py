@@ -90,7 +90,6 @@ FRAMES_CHECKED = 16  # real 640x512 frames per stream compared with the library'
 # The drill's frames, reduced so that two CPU workers keep up with its eight streams.
 DRILL_SIZE = (160, 128)
 DRILL_PERIOD_S = 0.25
-OUTAGE_ERRORS = {"queue_unavailable", "queue_lost"}
 REPORT: list[str] = []
 
 
@@ -705,7 +704,8 @@ def test_a_killed_worker_container_its_streams_move_and_it_comes_back(
     stack: Stack, clip_frames: list[np.ndarray], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """worker-2's process killed with SIGKILL from outside (as the OOM killer would): its streams
-    restart cold on the other worker after the lease TTL; its restart policy brings it back."""
+    restart cold on the other worker, sooner than a lease TTL (its closed connections tell that it
+    died), none lost; its restart policy brings it back."""
     streams = drill_streams(stack, clip_frames, "kill")
     runs = [run for group in streams.values() for run in group]
     victim = "worker-2"
@@ -715,18 +715,19 @@ def test_a_killed_worker_container_its_streams_move_and_it_comes_back(
         os.kill(stack.inspect(victim)["State"]["Pid"], 9)
 
     struck = asyncio.run(
-        run_with_fault(runs, 3 + 2 * LEASE_TTL_S, kill_victim, DRILL_PERIOD_S, strike_after_s=3)
+        run_with_fault(runs, 3 + LEASE_TTL_S, kill_victim, DRILL_PERIOD_S, strike_after_s=3)
     )
 
     assert_one_answer_per_frame_in_order(runs)
     for run in runs:
+        assert not run.of_type("error"), [e.answer["error"] for e in run.of_type("error")]
         assert [e.answer["type"] for e in run.exchanges[-3:]] == ["result"] * 3, run.stream_id
         resets = [e for e in run.of_type("result") if e.answer["reset"]]
         assert all(e.answered_at > struck for e in resets), run.stream_id
         if run in streams[victim]:
             assert resets, f"{run.stream_id} did not restart cold on the other worker"
     recovery = max(run.first_result_after(struck) for run in streams[victim]) - struck
-    assert recovery < 2 * LEASE_TTL_S + 5, recovery
+    assert recovery < LEASE_TTL_S, recovery
     wait_for(lambda: stack.answers(victim), 180, f"{victim} to be restarted and ready", 0.2)
     back = time.monotonic() - struck
     assert stack.inspect(victim)["RestartCount"] == restarts + 1
@@ -747,8 +748,8 @@ def test_a_killed_worker_container_its_streams_move_and_it_comes_back(
 def test_redis_restarted_mid_stream_the_stack_recovers_by_itself(
     stack: Stack, clip_frames: list[np.ndarray], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``podman restart`` of the Redis container: frames in Redis fail as queue_lost, frames sent
-    while it is down as queue_unavailable; no other container restarts."""
+    """``podman restart`` of the Redis container: the API holds every frame until it is answered,
+    so none is lost (those inside Redis are sent again); no other container restarts."""
     runs = [run for group in drill_streams(stack, clip_frames, "restart").values() for run in group]
     others = ("api", *WORKERS)
     restarts = {service: stack.inspect(service)["RestartCount"] for service in others}
@@ -763,8 +764,7 @@ def test_redis_restarted_mid_stream_the_stack_recovers_by_itself(
 
     assert_one_answer_per_frame_in_order(runs)
     for run in runs:
-        codes = {e.answer["error"]["code"] for e in run.of_type("error")}
-        assert codes <= OUTAGE_ERRORS, codes
+        assert not run.of_type("error"), [e.answer["error"] for e in run.of_type("error")]
         assert not run.of_type("dropped")
         assert [e.answer["type"] for e in run.exchanges[-3:]] == ["result"] * 3, run.stream_id
     recovery = max(run.first_result_after(struck) for run in runs) - struck
