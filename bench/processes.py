@@ -2,8 +2,9 @@
 queue, or ``redis-server`` on a free port + ``irtrack worker`` processes + ``irtrack serve``.
 
 Shared by the benchmarks that measure a running service from outside (``bench service``,
-``soak``, ``chaos``, ``memory``): each process logs to a file, is stopped gently (SIGTERM) and
-then firmly, and can be killed (SIGKILL) or restarted on the same port to inject a fault.
+``soak``, ``chaos``, ``memory``) and by the tests that run it so (``tests/scale_out_support.py``):
+each process logs to a file, is stopped gently (SIGTERM) and then firmly, and can be killed
+(SIGKILL) or restarted on the same port to inject a fault.
 """
 
 from __future__ import annotations
@@ -42,22 +43,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 class ChildProcess:
-    """A child process logging to ``<log_dir>/<role>.log`` (appended to across restarts);
-    ``port``: where it listens, if it does."""
+    """A child process logging to ``log_path`` (appended to across restarts); ``port``: where it
+    listens, if it does."""
 
     def __init__(
         self,
         role: str,
         command: list[str],
         env: dict[str, str],
-        log_dir: Path,
+        log_path: Path,
         port: int | None = None,
     ) -> None:
         self.role = role
         self.command = command
         self.port = port
         self.env = env
-        self.log_path = log_dir / f"{role}.log"
+        self.log_path = log_path
         self.process = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -75,6 +76,10 @@ class ChildProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
     def running(self) -> bool:
         return self.process.poll() is None
 
@@ -83,6 +88,10 @@ class ChildProcess:
             raise RuntimeError(
                 f"{self.role} exited with {self.process.returncode}; its log:\n{self.log_tail()}"
             )
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Until it answers /readyz with 200; raises with its log if it exits."""
+        wait_ready(self.base_url, [self], timeout_s)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -107,28 +116,38 @@ class ChildProcess:
         self.process = self._spawn()
 
 
+def irtrack_command(command: str, port: int) -> list[str]:
+    """The argv of ``irtrack <command> --port <port>`` with this interpreter."""
+    return [sys.executable, "-c", "from cli.app import main; main()", command, "--port", str(port)]
+
+
 def irtrack_process(
     command: str, env: dict[str, str], log_dir: Path, role: str | None = None
 ) -> ChildProcess:
-    """``irtrack <command>`` with this interpreter, on a free port."""
+    """``irtrack <command>`` on a free port, logging to ``<log_dir>/<role>.log``."""
     port = free_port()
-    argv = [sys.executable, "-c", "from cli.app import main; main()", command, "--port", str(port)]
-    return ChildProcess(role or command, argv, env, log_dir, port)
+    role = role or command
+    return ChildProcess(role, irtrack_command(command, port), env, log_dir / f"{role}.log", port)
 
 
 def start_redis(port: int, log_dir: Path) -> ChildProcess:
-    """``redis-server`` on ``port`` without persistence (a restart loses its data)."""
+    """``redis-server`` on ``port`` without persistence (a restart loses its data), logging to
+    ``<log_dir>/redis.log``; a SIGKILL and ``start_redis`` again on the port: empty, same URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("this needs redis-server on the PATH (apt install redis-server)")
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     command += ["--appendonly", "no", "--dir", str(log_dir)]
-    redis = ChildProcess("redis", command, dict(os.environ), log_dir)
-    wait_until(lambda: _redis_answers(port), 10, "redis-server to start")
+    redis = ChildProcess("redis", command, dict(os.environ), log_dir / "redis.log", port)
+    wait_until(lambda: redis_answers(port), 10, "redis-server to start")
     return redis
 
 
-def _redis_answers(port: int) -> bool:
+def redis_url(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def redis_answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
             connection.sendall(b"PING\r\n")
@@ -188,7 +207,7 @@ def service_stack(
             if backend == "redis":
                 redis_port = free_port()
                 children.append(start_redis(redis_port, log_dir))
-                env["IRTRACK_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+                env["IRTRACK_REDIS_URL"] = redis_url(redis_port)
                 children.append(irtrack_process("worker", env, log_dir))
             api = irtrack_process("serve", env, log_dir, role="api")
             children.append(api)

@@ -5,12 +5,8 @@ over WebSockets and record when and what each frame was answered."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -24,15 +20,19 @@ import websockets
 import yaml
 from service_support import receive_json, send_frame
 
+from bench.processes import (
+    ChildProcess,
+    free_port,
+    irtrack_command,
+    redis_answers,
+    redis_url,
+    service_env,
+    start_redis,
+    wait_until,
+)
 from service.transport.redis_wire import shard_of
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def require_binary(name: str) -> str:
@@ -43,64 +43,40 @@ def require_binary(name: str) -> str:
 
 
 def wait_for(condition: Any, timeout_s: float, what: str, period_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(period_s)
+    """bench's ``wait_until`` (RuntimeError on a timeout), polling every 50 ms by default."""
+    wait_until(condition, timeout_s, what, period_s)
 
 
 class RedisServer:
-    """``redis-server`` on a free port, without persistence; ``restart`` keeps the port."""
+    """bench's ``redis-server`` (no persistence) on a free port, logging to ``<workdir>/redis.log``;
+    ``kill`` then ``start`` (or ``restart``) keeps the port and the URL, its data gone."""
 
     def __init__(self, workdir: Path) -> None:
-        self.binary = require_binary("redis-server")
+        require_binary("redis-server")
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.url = redis_url(self.port)
+        self.child: ChildProcess | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self.answers, 10, "redis-server to start")
+        self.child = start_redis(self.port, self.workdir)
 
     def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        return redis_answers(self.port)
 
     def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
+        if self.child is not None:
+            self.child.kill_hard()
+            self.child = None
 
     def restart(self) -> None:
         self.kill()
         self.start()
 
 
-class ServiceProcess:
-    """``irtrack serve`` or ``irtrack worker`` in a child process, logging to a file.
+class ServiceProcess(ChildProcess):
+    """``irtrack serve`` or ``irtrack worker`` as bench runs it (its environment without an
+    inherited Redis URL, plus ``env``), logging to ``log_path``.
 
     It listens on a free port, or on ``port`` (a restarted server taking over its predecessor's).
     """
@@ -108,65 +84,11 @@ class ServiceProcess:
     def __init__(
         self, command: str, env: dict[str, str], log_path: Path, port: int | None = None
     ) -> None:
-        self.command = command
-        self.port = free_port() if port is None else port
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        child_env = {**os.environ, **env, "IRTRACK_HOST": "127.0.0.1"}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from cli.app import main; main()",
-                command,
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
-            env=child_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"{self.command} exited; its log:\n{self.log_tail()}")
-        try:
-            return httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        port = free_port() if port is None else port
+        super().__init__(command, irtrack_command(command, port), service_env(env), log_path, port)
 
     def wait_ready(self, timeout_s: float = 90) -> None:
-        wait_for(self.ready, timeout_s, f"{self.command} on port {self.port} to be ready", 0.1)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def kill_hard(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
+        super().wait_ready(timeout_s)
 
 
 class PrometheusClient:

@@ -170,7 +170,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, threshold: float) -> Any:
         yield running
     except BaseException:
         for process in [*running.apis, *running.workers]:
-            print(f"--- {process.command} log ---\n{process.log_tail()}")
+            print(f"--- {process.role} log ---\n{process.log_tail()}")
         raise
     finally:
         running.stop()
