@@ -37,6 +37,11 @@ HOLDOUT_SEED = 0
 HOLDOUT_FRACTION = 0.1
 
 
+def data_parts(data: str) -> list[str]:
+    """The datasets of a training ``--data`` value: one name, or several joined with ``+``."""
+    return [part.strip() for part in data.split("+")]
+
+
 class Sample(TypedDict):
     image: torch.Tensor  # float32 (T, H, W) in [0, 1]: one frame (T = 1) or a window, oldest first
     mask: torch.Tensor  # float32 (1, H, W) in {0, 1}

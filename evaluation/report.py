@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from data.datasets import IMAGE_DATASETS, data_parts
 from data.paths import DATA_DIR
 from data.pseudo_masks import examples_png
 from data.synthesis import SEQUENCE_DATA, fixed_eval_set
@@ -106,6 +107,12 @@ def _target_free(result: dict[str, Any]) -> str:
 
 def _training_data(facts: dict[str, Any]) -> str:
     dataset = facts.get("dataset", "?")
+    if "+" in dataset:
+        return (
+            f"the train splits of {', '.join(f'`{part}`' for part in data_parts(dataset))} "
+            "together (drone-ir: pseudo-masks from its boxes; model selection on their val "
+            "splits, never on test)"
+        )
     if dataset == SEQUENCE_DATA:
         return (
             "sequences synthesized from the nudt-sirst and sirst-v2 train splits "
@@ -236,6 +243,13 @@ def floor_figures(
     )
 
 
+def floor_dataset(dataset: str) -> str:
+    """The test data a weights file's floor is measured on: its dataset, or for weights trained
+    on several, the first image dataset among them (the sequences where there is none)."""
+    parts = data_parts(dataset)
+    return next((part for part in parts if part in IMAGE_DATASETS), SEQUENCE_DATA)
+
+
 def measure_floors(
     weights_dir: Path = WEIGHTS_DIR, data_dir: Path = DATA_DIR, images: int = FLOOR_SLICE
 ) -> dict[str, dict[str, Any]]:
@@ -244,7 +258,10 @@ def measure_floors(
     floors: dict[str, dict[str, Any]] = {}
     for weights in sorted(weights_dir.glob("*.safetensors")):
         facts = _training_facts(str(weights))
-        entry: dict[str, Any] = {"model": facts["model"], "dataset": facts["dataset"]}
+        entry: dict[str, Any] = {
+            "model": facts["model"],
+            "dataset": floor_dataset(facts["dataset"]),
+        }
         if facts["dataset"] == SEQUENCE_DATA:
             entry["clip_length"] = FLOOR_CLIP_LENGTH
         else:

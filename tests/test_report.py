@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from evaluation.report import accuracy_table, weights_card
+from evaluation.report import accuracy_table, floor_dataset, weights_card
 from models.registry import build_model
 from models.weights import save_weights
 
@@ -49,6 +49,19 @@ def test_card_names_the_training_and_the_test_figures(tmp_path: Path) -> None:
     save_weights(build_model("sd2net"), weights, metadata)
     card = weights_card(weights, [eval_result(weights, "sd2net", "sirst-v2", 42.0)])
     assert "`sirst-v2` train split" in card and "abc123" in card and "42.00" in card
+
+
+def test_weights_trained_on_several_datasets_say_so_and_are_guarded_on_an_image_dataset(
+    tmp_path: Path,
+) -> None:
+    weights = tmp_path / "w.safetensors"
+    metadata = {"dataset": "drone-ir+sirst-v2", "epoch": "2", "hyper": json.dumps({"epochs": 3})}
+    save_weights(build_model("sd2net"), weights, metadata)
+    card = weights_card(weights, [eval_result(weights, "sd2net", "sirst-v2", 42.0)])
+    assert "`drone-ir`, `sirst-v2`" in card and "together" in card
+    assert floor_dataset("drone-ir+sirst-v2+nudt-sirst") == "sirst-v2"
+    assert floor_dataset("nudt-sirst") == "nudt-sirst"
+    assert floor_dataset("drone-ir") == floor_dataset("sequences") == "sequences"
 
 
 def sequence_result(model: str, pd_tight: float) -> dict:

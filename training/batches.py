@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset
 
-from data.datasets import FrameSamples, InMemorySamples, IRSTDDataset
+from data.datasets import FrameSamples, InMemorySamples, IRSTDDataset, data_parts
 from data.synthesis import (
     SEQUENCE_DATA,
     SequenceConfig,
@@ -19,7 +19,7 @@ from data.synthesis import (
 from data.video import DRONE_IR
 from data.video_samples import video_samples
 from models.registry import model_info
-from training.config import Hyper, TrainConfig, data_parts
+from training.config import Hyper, TrainConfig
 
 VAL_SEQUENCE_SEED = 31_337  # the validation sequences are fixed: the same for every run
 PART_SEED_STEP = 1_000  # each mixed-in dataset draws its random transforms from its own seed

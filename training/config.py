@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from data.datasets import IMAGE_DATASETS
+from data.datasets import IMAGE_DATASETS, data_parts
 from data.paths import DATA_DIR
 from data.synthesis import SEQUENCE_DATA
 from data.video import DRONE_IR
@@ -80,11 +80,6 @@ class Hyper:
 
 TRAJECTORY_FIELDS = tuple(f.name for f in fields(Hyper))
 DEFAULT_EPOCH_SIZE = 2000
-
-
-def data_parts(data: str) -> list[str]:
-    """The datasets of a ``--data`` value: one name, or several joined with ``+``."""
-    return [part.strip() for part in data.split("+")]
 
 
 def lr_factor(hyper: Hyper, epoch: int, iteration: int, iterations: int) -> float:
