@@ -138,6 +138,17 @@ def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
         f"{hyper.get('epochs', '?')} planned; trained {facts.get('date', '?')}, commit "
         f"`{facts.get('git_commit', '?')}`",
     ]
+    if "stages" in facts:
+        stages = json.loads(facts["stages"])
+        lines.append(
+            f"- {len(stages)} stage(s) of training, {facts['total_epochs']} epochs in all:"
+        )
+        lines += [
+            f"  {number}. `{stage['dataset']}`: {stage['epochs']} of {stage['planned']} epochs, "
+            f"{stage['date']}, commit `{stage['commit']}`"
+            + (f", kept as {stage['weights']}" if "weights" in stage else "")
+            for number, stage in enumerate(stages, 1)
+        ]
     images = [result for result in results if "models" not in result]
     sequences = [result for result in results if "models" in result]
     if images:

@@ -9,11 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 from data.paths import DATA_DIR
+from evaluation.report import weights_card
 from models.registry import build_model
-from models.weights import load_weights, save_weights
+from models.weights import load_weights, read_metadata, save_weights
 from training.checkpoints import CHECKPOINT
 from training.config import TrainConfig
-from training.loop import BEST_WEIGHTS, LOG, train
+from training.loop import BEST_WEIGHTS, LOG, earlier_stages, train
 from training.losses import lrrnet_loss, soft_iou_loss
 from training.recipes import multistep_schedule, poly_schedule, step_schedule
 
@@ -173,3 +174,30 @@ def test_a_frozen_backbone_stays_exactly_as_initialised_while_the_head_learns(tm
     head = [k for k in before if k.startswith("head.") and before[k].is_floating_point()]
     assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)  # BN stats too
     assert any(not torch.equal(before[k], after[k]) for k in head)
+
+
+@needs_data
+def test_a_run_from_trained_weights_records_every_stage_and_the_total_epochs(tmp_path):
+    """A warm restart continues the training of the weights it starts from: their card must say
+    what came before (stage by stage) and how many epochs there were in all."""
+    first = tmp_path / "first"
+    assert train(tiny_run(first, data="sirst-v2")).finished
+    second = tmp_path / "second"
+    assert train(tiny_run(second, init_weights=first / BEST_WEIGHTS, epochs=1)).finished
+    facts = read_metadata(second / BEST_WEIGHTS)
+    stages = json.loads(facts["stages"])
+    assert [(stage["dataset"], stage["epochs"]) for stage in stages] == [
+        ("sirst-v2", int(read_metadata(first / BEST_WEIGHTS)["epoch"])),
+        ("nudt-sirst", 1),
+    ]
+    assert int(facts["total_epochs"]) == sum(stage["epochs"] for stage in stages)
+    card = weights_card(second / BEST_WEIGHTS, [])
+    assert "2 stage(s) of training" in card and "`sirst-v2`" in card
+
+
+def test_weights_from_before_stages_were_recorded_count_as_one_stage(tmp_path):
+    old = tmp_path / "old.safetensors"
+    save_weights(build_model("sd2net"), old, {"dataset": "sirst-v2", "epoch": "8"})
+    (stage,) = earlier_stages(old)
+    assert stage["dataset"] == "sirst-v2" and stage["epochs"] == 8
+    assert stage["weights"].startswith("old.safetensors (sha256 ")

@@ -43,7 +43,7 @@ from data.paths import REPO_ROOT
 from evaluation.images import score_samples
 from models.devices import autocast, resolve_device, to_channels_last
 from models.registry import build_model
-from models.weights import initialize_from, save_weights
+from models.weights import file_sha256, initialize_from, read_metadata, save_weights
 from training.batches import build_datasets, epoch_batches, set_dataset_epoch
 from training.checkpoints import (
     CHECKPOINT,
@@ -254,7 +254,7 @@ def _finish_epoch(
         save_weights(
             model,
             out / SNAPSHOTS / f"epoch-{progress.epoch:04d}.safetensors",
-            weights_metadata(hyper, progress.epoch),
+            weights_metadata(hyper, progress.epoch, earlier=earlier_stages(config.init_weights)),
         )
     if val_set is not None and (
         progress.epoch % config.val_every == 0 or progress.epoch == hyper.epochs
@@ -267,9 +267,10 @@ def _finish_epoch(
         if not math.isnan(miou) and (progress.best_metric is None or miou > progress.best_metric):
             progress.best_metric, progress.best_epoch = miou, progress.epoch
             entry["best"] = True
-            save_weights(
-                model, out / BEST_WEIGHTS, weights_metadata(hyper, progress.epoch, metrics)
+            metadata = weights_metadata(
+                hyper, progress.epoch, metrics, earlier_stages(config.init_weights)
             )
+            save_weights(model, out / BEST_WEIGHTS, metadata)
         tqdm.write(f"epoch {progress.epoch}: loss {entry['loss']:.4f}, val mIoU {miou:.2f}")
     with open(out / LOG, "a") as log:
         log.write(json.dumps(entry) + "\n")
@@ -277,11 +278,45 @@ def _finish_epoch(
     progress.epoch_loss_sum, progress.epoch_batches, progress.epoch_seconds = 0.0, 0, 0.0
 
 
+def earlier_stages(init_weights: Path | None) -> list[dict[str, Any]]:
+    """The training behind the weights a run starts from (``--init-weights``): their own stages,
+    or, for a file written before stages were recorded, one stage read from its metadata."""
+    if init_weights is None:
+        return []
+    facts = read_metadata(init_weights)
+    if "stages" in facts:
+        return list(json.loads(facts["stages"]))
+    return [
+        {
+            "dataset": facts.get("dataset", "?"),
+            "epochs": int(facts.get("epoch", 0)),
+            "planned": int(facts.get("epochs_planned", facts.get("epoch", 0))),
+            "date": facts.get("date", "?"),
+            "commit": facts.get("git_commit", "?"),
+            "weights": f"{init_weights.name} (sha256 {file_sha256(init_weights)[:12]})",
+        }
+    ]
+
+
 def weights_metadata(
-    hyper: Hyper, epoch: int, metrics: dict[str, Any] | None = None
+    hyper: Hyper,
+    epoch: int,
+    metrics: dict[str, Any] | None = None,
+    earlier: list[dict[str, Any]] | None = None,
 ) -> dict[str, str]:
     """What a weights file written by training says about itself: the run's recipe, the epoch,
-    and its validation figures where it was validated (``split`` = the split they come from)."""
+    its validation figures where it was validated (``split`` = the split they come from), and
+    every stage of training behind it (``earlier``: those before this run) with the total epochs."""
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    commit = git_commit()
+    stage = {
+        "dataset": hyper.data,
+        "epochs": epoch,
+        "planned": hyper.epochs,
+        "date": date,
+        "commit": commit,
+    }
+    stages = [*(earlier or []), stage]
     metadata = {
         "model": hyper.model,
         "dataset": hyper.data,
@@ -289,8 +324,10 @@ def weights_metadata(
         "epochs_planned": str(hyper.epochs),
         "val_size": "native" if hyper.crop else str(hyper.size),
         "hyper": json.dumps(asdict(hyper)),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
+        "date": date,
+        "git_commit": commit,
+        "stages": json.dumps(stages),
+        "total_epochs": str(sum(int(past["epochs"]) for past in stages)),
     }
     if metrics is not None:
         metadata["split"] = "val"

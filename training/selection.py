@@ -43,7 +43,9 @@ def select_snapshot(run: Path, device: torch.device, data_dir: Path = DATA_DIR) 
     scores: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     for path in snapshots:
-        epoch = int(read_metadata(path)["epoch"])
+        facts = read_metadata(path)
+        epoch = int(facts["epoch"])
+        earlier = json.loads(facts.get("stages", "[]"))[:-1]  # those before this run
         load_weights(model, path)
         metrics = score_samples(model, val_set, device, amp=False, batch_size=hyper.batch_size)
         figures = {k: metrics[k] for k in ("mIoU", "nIoU", "Pd", "Fa")}
@@ -51,7 +53,9 @@ def select_snapshot(run: Path, device: torch.device, data_dir: Path = DATA_DIR) 
         typer.echo(f"epoch {epoch}: val mIoU {metrics['mIoU']:.2f}", err=True)
         if best is None or metrics["mIoU"] > best["mIoU"]:  # the earliest of equals
             best = scores[-1]
-            save_weights(model, run / BEST_WEIGHTS, weights_metadata(hyper, epoch, metrics))
+            save_weights(
+                model, run / BEST_WEIGHTS, weights_metadata(hyper, epoch, metrics, earlier)
+            )
     assert best is not None
     with open(run / SELECTION_LOG, "a") as log:
         log.write(json.dumps({"best": best, "scores": scores}) + "\n")
