@@ -56,7 +56,7 @@ MODEL_INFO: dict[str, ModelInfo] = {
             "sd2net",
             SD2Net,
             "SD2Net: single-frame spatial difference decomposition (0.26M params)",
-            "sd2net_sirst-v2.safetensors",
+            "sd2net_all.safetensors",
             peak_bytes_per_pixel=3072,
         ),
         ModelInfo(
