@@ -33,8 +33,8 @@ from service.settings import Settings
 
 VIDEO_DIR = DATA_DIR / "videos"
 # The clip streamed by default: a drone over a smooth sky, in view from the first frame. The shipped
-# SD2Net (trained on SIRST-v2, targets of a few to ~80 pixels) finds it as one component in nearly
-# every frame at 240 px wide. In 02_6319 the drone is lost in cloud; in 02_6321 it spans ~40 px at
+# SD2Net finds it as one component in nearly every frame at 240 px wide (tests/test_demo.py checks
+# that it keeps one track id). In 02_6319 the drone is lost in cloud; in 02_6321 it spans ~40 px at
 # 320 wide and splits into several components; the on-screen caption of the 2019 clips fires at 320
 # wide and more. `irtrack demo --video` streams any other clip.
 DEMO_CLIP = "20190925_101846_1_4.mp4"
