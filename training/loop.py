@@ -137,7 +137,13 @@ def _train(config: TrainConfig) -> TrainResult:
     if checkpoint is not None:
         progress = restore_checkpoint(*checkpoint, model, optimizer, scaler, ema)
         tqdm.write(f"resumed {out} at epoch {progress.epoch}, iteration {progress.iteration}")
-    step = cast(TrainStep, torch.compile(recipe.step)) if config.compile else recipe.step
+    # static shapes: a new batch shape compiles its own graph (dynamic ones hit an inductor error,
+    # "cannot determine truth value of Relational", once a process had trained at another size)
+    step = (
+        cast(TrainStep, torch.compile(recipe.step, dynamic=False))
+        if config.compile
+        else recipe.step
+    )
     validated = ema.module if ema is not None else model
 
     train_set, val_set = build_datasets(hyper, config, with_val=config.val_every > 0)
