@@ -273,7 +273,7 @@ def measure_floors(
             "model": facts["model"],
             "dataset": floor_dataset(facts["dataset"]),
         }
-        if facts["dataset"] == SEQUENCE_DATA:
+        if entry["dataset"] == SEQUENCE_DATA:
             entry["clip_length"] = FLOOR_CLIP_LENGTH
         else:
             entry["images"] = images
