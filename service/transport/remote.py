@@ -113,12 +113,14 @@ class RemoteWorkers:
             await asyncio.sleep(WATCH_PERIOD_S)
 
     def _update(self, workers: list[dict[str, Any]]) -> None:
-        workers = [worker for worker in workers if self._readable(worker)]
+        parsed = [(worker, self._cards(worker)) for worker in workers]
+        readable = [(worker, cards) for worker, cards in parsed if cards is not None]
+        workers = [worker for worker, _ in readable]
         self._workers.set(len(workers))
         registered: dict[str, ModelCard] = {}
-        for worker in workers:
-            for card in worker["models"]:
-                registered.setdefault(card["name"], ModelCard(**card))
+        for _, cards in readable:
+            for card in cards:
+                registered.setdefault(card.name, card)
         self._warn_about_misfits(workers)
         holding_shards = any(worker["shards"] for worker in workers)
         if holding_shards and set(self.settings.models) <= set(registered):
@@ -128,23 +130,22 @@ class RemoteWorkers:
         else:
             self.ready.clear()
 
-    def _readable(self, worker: dict[str, Any]) -> bool:
-        """Whether a registration has what this process needs (a worker of another irtrack version
-        may lack fields): one that does not is left out, said once, and the others serve."""
+    def _cards(self, worker: dict[str, Any]) -> list[ModelCard] | None:
+        """The model cards of a registration, or None where it lacks what this process needs (a
+        worker of another irtrack version): that worker is left out, said once, the others serve."""
+        identity = str(worker.get("id", "?"))
         try:
-            for card in worker["models"]:
-                ModelCard(**card)
+            cards = [ModelCard(**card) for card in worker["models"]]
             worker["shards"], worker["shard_count"], worker["memory_budget_bytes"]
         except (KeyError, TypeError) as exc:
-            identity = str(worker.get("id", "?"))
             if identity not in self._unreadable:
                 log.error(
                     "worker %s registered what this API cannot read (%s): left out", identity, exc
                 )
             self._unreadable.add(identity)
-            return False
-        self._unreadable.discard(str(worker.get("id", "?")))
-        return True
+            return None
+        self._unreadable.discard(identity)
+        return cards
 
     def _warn_about_misfits(self, workers: list[dict[str, Any]]) -> None:
         """Say so (once) when a worker's configuration differs from this process's: frames on
