@@ -60,9 +60,12 @@ def headline_table(
         "real video (drone-ir test, small targets) | CPU frames/s |",
         "|---|---|---:|---|---|---|---:|",
     ]
+    shipped: list[str] = []
     for name in MODEL_NAMES:
         path = model_info(name).default_weights_path
         sha = file_sha256(path) if path else ""
+        if path:
+            shipped.append(f"{path.name} ({sha[:12]})")
         trained_on = read_metadata(path).get("dataset", "?") if path else "not shipped"
         parameters = sum(p.numel() for p in build_model(name).parameters())
         lines.append(
@@ -71,11 +74,14 @@ def headline_table(
             f"{_cpu_fps(name, speeds)} |"
         )
     machines = sorted({r["machine"]["cpu"] for r in speeds if "machine" in r})
+    dated = [*evals, *([video] if video else []), *(r["machine"] for r in speeds if "machine" in r)]
+    days = sorted({str(report["date"])[:10] for report in dated if "date" in report})
     lines += [
         "",
         "Written by `irtrack report headline` from `irtrack eval`, `irtrack eval-video` and "
         "`irtrack bench onnx|streaming` reports of the shipped weights (details: "
-        f"docs/accuracy.md, docs/performance.md); CPU: {'; '.join(machines) or '-'}, 2 threads.",
+        f"docs/accuracy.md, docs/performance.md), measured {', '.join(days) or '-'}; "
+        f"CPU: {'; '.join(machines) or '-'}, 2 threads; weights {', '.join(shipped)}.",
     ]
     return "\n".join(lines) + "\n"
 

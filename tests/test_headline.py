@@ -73,3 +73,5 @@ def test_each_model_row_takes_the_figures_of_its_own_shipped_weights():
     assert "sirst-v2: mIoU 70.0, Pd 93.2" in row and "nudt-sirst" not in row.split("|")[5]
     assert "Pd 91.2 at <= 0.05 FA/frame; IDF1 0.88" in row
     assert "25.0 (ONNX Runtime, 256 x 256)" in row
+    footer = headline_table(evals, video, speeds).splitlines()[-1]
+    assert f"{path.name} (" in footer  # the shipped weights behind every figure are named
