@@ -3,12 +3,14 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import require_path
 
 from data.paths import DATA_DIR
 from data.pseudo_masks import examples_png, pseudo_mask
 from data.video import Box, load_clip
 from data.video_samples import clip_samples
+from training.batches import build_datasets
 from training.config import TrainConfig, resolve
 
 
@@ -75,3 +77,16 @@ def test_the_examples_sheet_draws_one_example_per_clip(tmp_path):
     image = cv2.imread(str(sheet))
     assert image.shape == (96, 2 * 2 * 96, 3)
     assert (image[..., 2] == 255).any()  # a pseudo-mask drawn in red
+
+
+def test_a_dataset_named_twice_is_drawn_twice_as_often_and_validated_once(tmp_path):
+    require_path(DATA_DIR / "sirst-v2", "the SIRST-v2 images (shared/data/sirst-v2)")
+    config = TrainConfig(
+        model="sd2net", data="sirst-v2+sirst-v2", out=tmp_path, limit=4, crop=32, augment=True
+    )
+    train, val = build_datasets(resolve(config), config)
+    assert val is not None and len(val) == 4
+    assert len(train) == 8
+    first, repeat = train[0], train[4]
+    assert first["name"] == repeat["name"]
+    assert not torch.equal(first["image"], repeat["image"])  # its own crop and flips

@@ -33,10 +33,18 @@ def build_datasets(
 
     ``hyper.data`` names one dataset or several joined with ``+`` (e.g.
     ``nudt-sirst+sirst-v2+drone-ir``): training draws from all of them in every epoch, and the
-    model is selected on the union of their validation splits."""
+    model is selected on the union of their validation splits. A dataset named twice is drawn
+    twice as often (each time with its own random transforms) and validated once."""
+    parts = data_parts(hyper.data)
     pairs = [
-        _part(part, hyper, config, hyper.seed + PART_SEED_STEP * index, with_val)
-        for index, part in enumerate(data_parts(hyper.data))
+        _part(
+            part,
+            hyper,
+            config,
+            hyper.seed + PART_SEED_STEP * index,
+            with_val and part not in parts[:index],
+        )
+        for index, part in enumerate(parts)
     ]
     trains = [train for train, _ in pairs]
     vals = [val for _, val in pairs if val is not None]
