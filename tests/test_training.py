@@ -14,7 +14,7 @@ from models.registry import build_model
 from models.weights import load_weights, read_metadata, save_weights
 from training.checkpoints import CHECKPOINT
 from training.config import TrainConfig
-from training.loop import BEST_WEIGHTS, LOG, earlier_stages, train
+from training.loop import BEST_WEIGHTS, LOG, SNAPSHOTS, earlier_stages, train
 from training.losses import lrrnet_loss, soft_iou_loss
 from training.recipes import multistep_schedule, poly_schedule, step_schedule
 
@@ -193,6 +193,21 @@ def test_a_run_from_trained_weights_records_every_stage_and_the_total_epochs(tmp
     assert int(facts["total_epochs"]) == sum(stage["epochs"] for stage in stages)
     card = weights_card(second / BEST_WEIGHTS, [])
     assert "2 stage(s) of training" in card and "`sirst-v2`" in card
+
+
+@needs_data
+def test_a_resumed_run_keeps_the_stages_it_started_from(tmp_path):
+    """The earlier stages live in the checkpoint: a resume need not name --init-weights again."""
+    first = tmp_path / "first"
+    assert train(tiny_run(first, epochs=1, val_every=0, snapshot_every=1)).finished
+    init = first / SNAPSHOTS / "epoch-0001.safetensors"
+    second = tmp_path / "second"
+    run = tiny_run(second, val_every=0, snapshot_every=1)
+    assert not train(replace(run, init_weights=init, stop_after_iterations=2)).finished
+    assert train(replace(run, resume=True)).finished
+    facts = read_metadata(second / SNAPSHOTS / "epoch-0002.safetensors")
+    assert [stage["epochs"] for stage in json.loads(facts["stages"])] == [1, 2]
+    assert facts["total_epochs"] == "3"
 
 
 def test_weights_from_before_stages_were_recorded_count_as_one_stage(tmp_path):

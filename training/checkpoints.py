@@ -35,6 +35,9 @@ class Progress:
     epoch_batches: int = 0
     epoch_seconds: float = 0.0
     seconds_per_iteration: float | None = None  # of the last finished epoch
+    # the training stages behind the weights the run started from (loop.earlier_stages); None in
+    # checkpoints written before they were kept here
+    earlier_stages: list[dict[str, Any]] | None = None
 
 
 def save_checkpoint(

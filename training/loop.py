@@ -137,6 +137,8 @@ def _train(config: TrainConfig) -> TrainResult:
     if checkpoint is not None:
         progress = restore_checkpoint(*checkpoint, model, optimizer, scaler, ema)
         tqdm.write(f"resumed {out} at epoch {progress.epoch}, iteration {progress.iteration}")
+    if progress.earlier_stages is None:  # a fresh run, or a checkpoint from before they were kept
+        progress.earlier_stages = earlier_stages(config.init_weights)
     # static shapes: a new batch shape compiles its own graph (dynamic ones hit an inductor error,
     # "cannot determine truth value of Relational", once a process had trained at another size)
     step = (
@@ -260,7 +262,7 @@ def _finish_epoch(
         save_weights(
             model,
             out / SNAPSHOTS / f"epoch-{progress.epoch:04d}.safetensors",
-            weights_metadata(hyper, progress.epoch, earlier=earlier_stages(config.init_weights)),
+            weights_metadata(hyper, progress.epoch, earlier=progress.earlier_stages),
         )
     if val_set is not None and (
         progress.epoch % config.val_every == 0 or progress.epoch == hyper.epochs
@@ -273,9 +275,7 @@ def _finish_epoch(
         if not math.isnan(miou) and (progress.best_metric is None or miou > progress.best_metric):
             progress.best_metric, progress.best_epoch = miou, progress.epoch
             entry["best"] = True
-            metadata = weights_metadata(
-                hyper, progress.epoch, metrics, earlier_stages(config.init_weights)
-            )
+            metadata = weights_metadata(hyper, progress.epoch, metrics, progress.earlier_stages)
             save_weights(model, out / BEST_WEIGHTS, metadata)
         tqdm.write(f"epoch {progress.epoch}: loss {entry['loss']:.4f}, val mIoU {miou:.2f}")
     with open(out / LOG, "a") as log:
