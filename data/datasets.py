@@ -113,6 +113,8 @@ class FrameSamples(Dataset[Sample]):
     if both are given), centred near a random target pixel three times in four so that few-pixel
     targets are seen at the size the service sees them; frames smaller than the crop are padded
     by edge replication (mask padded with background). Drawn from ``(seed, epoch, index)`` too.
+    With ``hard_negatives`` set (:mod:`training.hard_negatives`), a share of a sample's crops is
+    centred near one of the false alarms mined on it instead.
     """
 
     def __init__(
@@ -129,6 +131,10 @@ class FrameSamples(Dataset[Sample]):
         self.crop = crop
         self.jitter = jitter
         self.epoch = 0
+        # training.hard_negatives: sample name -> false alarms (row, col) as fractions of the
+        # frame's height and width, and the share of a crop's draws centred on one of them
+        self.hard_negatives: dict[str, list[tuple[float, float]]] = {}
+        self.hard_negative_fraction = 0.0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -143,13 +149,19 @@ class FrameSamples(Dataset[Sample]):
     def name(self, index: int) -> str:
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> Sample:
+    def native(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index`` as the model sees it before any transform: normalised frames (H, W)
+        or (T, H, W) at native size, and the bool mask."""
         frames, bool_mask = self.load(index)
         image = (
             normalize_frame(frames)
             if frames.ndim == 2
             else np.stack([normalize_frame(frame) for frame in frames])
         )
+        return image, bool_mask
+
+    def __getitem__(self, index: int) -> Sample:
+        image, bool_mask = self.native(index)
         mask: np.ndarray = bool_mask.astype(np.float32)
         if self.resize is not None:
             size = (self.resize, self.resize)
@@ -190,6 +202,7 @@ class FrameSamples(Dataset[Sample]):
     def _crop(
         self, image: np.ndarray, mask: np.ndarray, index: int, size: int
     ) -> tuple[np.ndarray, np.ndarray]:
+        hard = self._hard_negative(index, mask.shape)  # before padding: of the frame itself
         pad_rows, pad_cols = max(size - mask.shape[0], 0), max(size - mask.shape[1], 0)
         if pad_rows or pad_cols:
             leading = [(0, 0)] * (image.ndim - 2)
@@ -198,16 +211,31 @@ class FrameSamples(Dataset[Sample]):
         rng = np.random.default_rng((self.seed, self.epoch, index, 1))
         height, width = mask.shape
         rows, cols = np.nonzero(mask)
-        if len(rows) and rng.random() < 0.75:
+        centre = hard
+        if centre is None and len(rows) and rng.random() < 0.75:
             pick = rng.integers(len(rows))
-            top = rows[pick] - size // 2 + rng.integers(-size // 4, size // 4 + 1)
-            left = cols[pick] - size // 2 + rng.integers(-size // 4, size // 4 + 1)
+            centre = int(rows[pick]), int(cols[pick])
+        if centre is not None:
+            top = centre[0] - size // 2 + int(rng.integers(-size // 4, size // 4 + 1))
+            left = centre[1] - size // 2 + int(rng.integers(-size // 4, size // 4 + 1))
         else:
-            top, left = rng.integers(height - size + 1), rng.integers(width - size + 1)
+            top, left = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
         top = int(np.clip(top, 0, height - size))
         left = int(np.clip(left, 0, width - size))
         window = (slice(top, top + size), slice(left, left + size))
         return image[(..., *window)], mask[window]
+
+    def _hard_negative(self, index: int, shape: tuple[int, ...]) -> tuple[int, int] | None:
+        """A mined false alarm (row, col) to centre this draw's crop on, scaled to ``shape``, in
+        ``hard_negative_fraction`` of the draws of a sample that has any; else None."""
+        points = self.hard_negatives.get(self.name(index))
+        if not points:
+            return None
+        rng = np.random.default_rng((self.seed, self.epoch, index, 3))
+        if rng.random() >= self.hard_negative_fraction:
+            return None
+        row, col = points[rng.integers(len(points))]
+        return int(row * shape[0]), int(col * shape[1])
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -69,6 +69,13 @@ def train_command(
             help="std2net: keep the per-frame backbone (from --init-weights) fixed",
         ),
     ] = None,
+    hard_negatives: Annotated[
+        float | None,
+        typer.Option(
+            help="share of the crops centred on the false alarms of --init-weights, mined at the "
+            "start (needs --crop)"
+        ),
+    ] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the training step")] = False,
     channels_last: Annotated[bool, typer.Option(help="NHWC weights and batches")] = False,
     limit: Annotated[int | None, typer.Option(help="first N images per split (smoke runs)")] = None,
@@ -97,6 +104,7 @@ def train_command(
         warmup_epochs=warmup_epochs,
         ema=ema,
         freeze_backbone=freeze_backbone,
+        hard_negatives=hard_negatives,
         compile=compile,
         channels_last=channels_last,
         limit=limit,

@@ -35,6 +35,7 @@ class TrainConfig:
     warmup_epochs: int | None = None  # linear lr warm-up over this many epochs (default 0)
     ema: float | None = None  # decay of an exponential moving average of the weights (validated)
     freeze_backbone: bool | None = None  # STD2Net: train the temporal head on a fixed backbone
+    hard_negatives: float | None = None  # share of crops on mined false alarms (hard_negatives)
     limit: int | None = None  # first N images of each split (smoke runs and tests)
     epoch_size: int | None = None  # synthesized windows per epoch (sequences only)
     device: str = "auto"
@@ -76,6 +77,7 @@ class Hyper:
     warmup_epochs: int = 0
     ema: float | None = None
     freeze_backbone: bool = False
+    hard_negatives: float = 0.0  # added in session 7: absent in older checkpoints
 
 
 TRAJECTORY_FIELDS = tuple(f.name for f in fields(Hyper))
@@ -139,6 +141,14 @@ def resolve(config: TrainConfig, stored: Hyper | None = None) -> Hyper:
         raise ValueError(f"unknown schedule {hyper.schedule!r}; known: {', '.join(SCHEDULES)}")
     if hyper.ema is not None and not 0.0 < hyper.ema < 1.0:
         raise ValueError(f"--ema is a decay in (0, 1), got {hyper.ema}")
+    if not 0.0 <= hyper.hard_negatives < 1.0:
+        raise ValueError(
+            f"--hard-negatives is a share of the crops in [0, 1), got {hyper.hard_negatives}"
+        )
+    if hyper.hard_negatives and hyper.crop is None:
+        raise ValueError("--hard-negatives centres crops on false alarms: it needs --crop")
+    if hyper.hard_negatives and not config.resume and config.init_weights is None:
+        raise ValueError("--hard-negatives mines the false alarms of --init-weights: give them")
     multiple = model_info(hyper.model).size_multiple
     for option, value in (("size", hyper.size), ("crop", hyper.crop or multiple)):
         if value % multiple:

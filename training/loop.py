@@ -53,6 +53,7 @@ from training.checkpoints import (
     save_checkpoint,
 )
 from training.config import Hyper, TrainConfig, lr_factor, resolve
+from training.hard_negatives import attach, mined_points
 from training.recipes import RECIPES, TrainStep
 
 BEST_WEIGHTS = "best.safetensors"
@@ -149,6 +150,10 @@ def _train(config: TrainConfig) -> TrainResult:
     validated = ema.module if ema is not None else model
 
     train_set, val_set = build_datasets(hyper, config, with_val=config.val_every > 0)
+    if hyper.hard_negatives:
+        points = mined_points(validated, train_set, device, out)
+        attach(train_set, points, hyper.hard_negatives)
+        tqdm.write(f"hard negatives: {sum(map(len, points.values()))} in {len(points)} samples")
     train_count = len(cast(Sized, train_set))
     batches_per_epoch = len(epoch_batches(train_count, hyper.batch_size, hyper.seed, 0))
     last_save = time.monotonic()
