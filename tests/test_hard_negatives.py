@@ -61,7 +61,9 @@ def test_mining_runs_the_model_once_per_name():
             calls.append(x.shape)
             return (x - 0.5) * 20  # logits: the hot spot only
 
-    parts = torch.utils.data.ConcatDataset([samples_with_a_hot_spot(3), samples_with_a_hot_spot(3)])
+    parts: torch.utils.data.ConcatDataset = torch.utils.data.ConcatDataset(
+        [samples_with_a_hot_spot(3), samples_with_a_hot_spot(3)]
+    )
     points = mine(HotSpotDetector(), parts, torch.device("cpu"))
     assert len(calls) == 3
     assert points == {f"frame-{i}": [(101 / 128, 21 / 128)] for i in range(3)}
