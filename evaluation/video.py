@@ -372,6 +372,12 @@ def eval_video(
     clips: Annotated[
         int | None, typer.Option(min=1, help="Only the first N clips of the split.")
     ] = None,
+    small_only: Annotated[
+        bool,
+        typer.Option(
+            "--small-only", help="Only the small-target clips (median box within 16 x 16 px)."
+        ),
+    ] = False,
     frames_per_clip: Annotated[
         int, typer.Option(min=0, help="Score the first N frames of each clip; 0 = all.")
     ] = DEFAULT_FRAMES_PER_CLIP,
@@ -405,8 +411,8 @@ def eval_video(
     except EvaluationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    names = list_clips(split, data_dir)[:clips]
-    labelled = [load_clip(name, data_dir) for name in names]
+    labelled = [load_clip(name, data_dir) for name in list_clips(split, data_dir)]
+    labelled = [clip for clip in labelled if clip.small_target or not small_only][:clips]
     settings = TrackerSettings()
     limit = frames_per_clip or None
     report: dict[str, Any] = {

@@ -111,3 +111,15 @@ def test_confirmed_only_reports_a_target_from_its_third_detection():
     labelled = sum(box is not None for box in clip.boxes[:20])
     assert int(score.operating.found[0]) == labelled - 2  # confirm_hits = 3
     assert int(score.operating.false_alarms[0]) == 0
+
+
+def test_eval_video_can_score_the_small_target_clips_alone(tmp_path: Path):
+    require_path(DRONE_IR, "the drone-ir clips (shared/data/drone-ir)")
+    report_path = tmp_path / "video.json"
+    arguments = ["eval-video", "--model", "sd2net", "--small-only", "--clips", "2"]
+    outcome = irtrack([*arguments, "--frames-per-clip", "2", "--json", report_path])
+    assert outcome.exit_code == 0, outcome.output
+    report = json.loads(report_path.read_text())
+    assert report["clips"] == report["small_target_clips"] == 2
+    groups = report["models"]["sd2net"]["groups"]
+    assert groups["all clips"]["frames"] == groups["small-target clips"]["frames"] == 4
