@@ -55,7 +55,8 @@ def _figure(value: float | None, template: str) -> str:
 
 
 def accuracy_table(results: list[dict[str, Any]]) -> str:
-    """Markdown: one row per eval result, the paper's figures on a row under it where published."""
+    """Markdown: one row per eval result, naming its weights file, and the paper's figures on a
+    row under the first result of each (model, dataset) where published."""
     header = "| model | test set | images | " + " | ".join(
         f"{name}{' (1e-6)' if name == 'Fa' else ' %'}" for name, _ in COLUMNS
     )
@@ -63,23 +64,19 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
         header + " | FA objects / frame | FA / target-free frame | training |",
         "|---|---|---:|" + "---:|" * len(COLUMNS) + "---:|---:|---|",
     ]
+    quoted: set[tuple[str, str]] = set()
     for result in results:
-        facts = _training_facts(result["weights"])
-        hyper = facts.get("hyper", {})
-        training = (
-            f"{facts.get('dataset', '?')} train, best val epoch {facts.get('epoch', '?')} of "
-            f"{hyper.get('epochs', '?')} planned, {facts.get('date', '?')[:10]}"
-            if facts
-            else "untrained"
-        )
         cells = [_figure(result[name], template) for name, template in COLUMNS]
         lines.append(
-            f"| {result['model']} (ours) | {result['dataset']} {result['split']} | "
-            f"{result['images']} | {' | '.join(cells)} | {result['fa_per_frame']:.3f} | "
-            f"{_target_free(result)} | {training} |"
+            f"| {result['model']} (ours: `{Path(result['weights']).stem}`) | "
+            f"{result['dataset']} {result['split']} | {result['images']} | {' | '.join(cells)} | "
+            f"{result['fa_per_frame']:.3f} | {_target_free(result)} | "
+            f"{_training_summary(_training_facts(result['weights']))} |"
         )
-        paper = PAPER_FIGURES.get((result["model"], result["dataset"]))
-        if paper:
+        pair = (result["model"], result["dataset"])
+        paper = PAPER_FIGURES.get(pair)
+        if paper and pair not in quoted:
+            quoted.add(pair)
             cells = [_figure(paper.get(name), template) for name, template in COLUMNS]
             lines.append(
                 f"| {result['model']} (paper) | {result['dataset']} test | | {' | '.join(cells)} "
@@ -88,13 +85,28 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
     machines = sorted({r["machine"] for r in results})
     dates = sorted({r["date"][:10] for r in results})
     weights = ", ".join(
-        f"`{Path(r['weights']).name}` ({r['weights_sha256'][:12]})" for r in results
+        dict.fromkeys(f"`{Path(r['weights']).name}` ({r['weights_sha256'][:12]})" for r in results)
     )
     footer = (
         f"\nWritten by `irtrack report accuracy` from `irtrack eval --json` output; evaluated "
         f"{', '.join(dates)} on {'; '.join(machines)}; threshold 0.5; weights {weights}.\n"
     )
     return "\n".join(lines) + "\n" + footer
+
+
+def _training_summary(facts: dict[str, Any]) -> str:
+    """The training column: data, the epoch kept of the last stage, and all epochs where the
+    weights come from several stages."""
+    if not facts:
+        return "untrained"
+    summary = (
+        f"{facts.get('dataset', '?')} train, best val epoch {facts.get('epoch', '?')} of "
+        f"{facts['hyper'].get('epochs', '?')} planned, {facts.get('date', '?')[:10]}"
+    )
+    stages = json.loads(facts.get("stages", "[]"))
+    if len(stages) > 1:
+        summary += f" ({len(stages)} stages, {facts.get('total_epochs', '?')} epochs in all)"
+    return summary
 
 
 def _target_free(result: dict[str, Any]) -> str:

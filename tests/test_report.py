@@ -34,6 +34,26 @@ def test_table_puts_paper_figures_beside_ours_with_training_facts(tmp_path: Path
     assert "test CPU" in table
 
 
+def test_each_row_names_its_weights_and_the_paper_row_comes_once(tmp_path: Path) -> None:
+    staged = tmp_path / "sd2net_all.safetensors"
+    stages = [{"epochs": 8}, {"epochs": 3}]
+    metadata = {"dataset": "nudt-sirst+sirst-v2", "epoch": "3", "date": "2026-11-30",
+                "hyper": json.dumps({"epochs": 3}), "stages": json.dumps(stages),
+                "total_epochs": "11"}  # fmt: skip
+    save_weights(build_model("sd2net"), staged, metadata)
+    results = [
+        eval_result(tmp_path / "sd2net_nudt-sirst.safetensors", "sd2net", "nudt-sirst", 70.0),
+        eval_result(staged, "sd2net", "nudt-sirst", 50.0),
+    ]
+    rows = [line for line in accuracy_table(results).splitlines() if line.startswith("| sd2net")]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| sd2net (ours: `sd2net_nudt-sirst`)",
+        "| sd2net (paper)",
+        "| sd2net (ours: `sd2net_all`)",
+    ]
+    assert "(2 stages, 11 epochs in all)" in rows[2]
+
+
 def test_models_without_published_figures_get_no_paper_row(tmp_path: Path) -> None:
     table = accuracy_table(
         [eval_result(tmp_path / "missing.safetensors", "sd2net", "sirst-v2", 40.0)]
