@@ -228,14 +228,12 @@ def curves_command(
 @report_app.command("headline")
 def headline_command(
     eval_json: list[Path] = typer.Option(..., "--eval", help="irtrack eval --json outputs"),
-    video: Path | None = typer.Option(None, help="irtrack eval-video --json output"),
+    video: list[Path] = typer.Option([], help="irtrack eval-video --json outputs (repeat)"),
     speed: list[Path] = typer.Option([], help="irtrack bench onnx / streaming --json outputs"),
     markdown: Path = typer.Option(..., help="write the table here"),
 ) -> None:
     """The README's models table: role, training data, accuracy, real video, CPU speed."""
-    table = headline_table(
-        read_reports(eval_json), read_reports([video])[0] if video else None, read_reports(speed)
-    )
+    table = headline_table(read_reports(eval_json), read_reports(video), read_reports(speed))
     markdown.write_text(table)
     typer.echo(table)
 

@@ -42,6 +42,7 @@ def test_each_model_row_takes_the_figures_of_its_own_shipped_weights():
             }
         }
     }
+    videos = [{"models": {"std2net": {"weights_sha256": "x"}}}, video]  # sd2net: the second
     speeds = [
         {
             "machine": {"cpu": "a CPU"},
@@ -67,11 +68,11 @@ def test_each_model_row_takes_the_figures_of_its_own_shipped_weights():
     ]
     row = next(
         line
-        for line in headline_table(evals, video, speeds).splitlines()
+        for line in headline_table(evals, videos, speeds).splitlines()
         if line.startswith("| sd2net")
     )
     assert "sirst-v2: mIoU 70.0, Pd 93.2" in row and "nudt-sirst" not in row.split("|")[5]
     assert "Pd 91.2 at <= 0.05 FA/frame; IDF1 0.88" in row
     assert "25.0 (ONNX Runtime, 256 x 256)" in row
-    footer = headline_table(evals, video, speeds).splitlines()[-1]
+    footer = headline_table(evals, videos, speeds).splitlines()[-1]
     assert f"{path.name} (" in footer  # the shipped weights behind every figure are named
