@@ -15,7 +15,13 @@ from training.recipes import SCHEDULES
 
 def train_command(
     model: Annotated[str, typer.Option(help="sd2net | std2net | lrrnet")],
-    data: Annotated[str, typer.Option(help="nudt-sirst | sirst-v2 | sequences (std2net)")],
+    data: Annotated[
+        str,
+        typer.Option(
+            help="nudt-sirst | sirst-v2 | drone-ir | sequences (std2net), or several joined with "
+            "'+' (one named twice is drawn twice as often)"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="run folder: checkpoints, best weights, log")],
     epochs: Annotated[int | None, typer.Option(help="default: the paper's")] = None,
     batch_size: Annotated[int | None, typer.Option(help="default: the paper's")] = None,
