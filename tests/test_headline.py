@@ -76,3 +76,18 @@ def test_each_model_row_takes_the_figures_of_its_own_shipped_weights():
     assert "25.0 (ONNX Runtime, 256 x 256)" in row
     footer = headline_table(evals, videos, speeds).splitlines()[-1]
     assert f"{path.name} (" in footer  # the shipped weights behind every figure are named
+
+
+def test_a_model_that_no_threshold_keeps_within_the_budget_shows_where_it_stands():
+    path = model_info("std2net").default_weights_path
+    assert path is not None
+    small = {
+        "Pd": 90.44,
+        "fa_per_frame": 10.576,
+        "matched": [{"fa_per_frame_limit": 0.05, "Pd": None}],
+        "tracking": {"idf1": 0.188},
+    }
+    scored = {"weights_sha256": file_sha256(path), "groups": {"small-target clips": small}}
+    table = headline_table([], [{"models": {"std2net": scored}}], [])
+    row = next(line for line in table.splitlines() if line.startswith("| std2net"))
+    assert "Pd 90.4 at 10.58 FA/frame (threshold 0.5); IDF1 0.19" in row
