@@ -2,8 +2,8 @@
 
 A run with ``--hard-negatives F`` first runs its starting model over every training sample at
 native size and keeps, per sample, the centres of up to :data:`MAX_POINTS` false alarms (the
-components above 0.5 that do not touch the sample's mask grown by :data:`MASK_MARGIN` px), the most
-confident first. Training crops are then centred near one of them in a share F of the draws of a
+components above 0.5 whose boxes stay clear of the sample's mask grown by :data:`MASK_MARGIN` px),
+the most confident first. Training crops are then centred near one of them in a share F of the draws of a
 sample that has any (``data.datasets.FrameSamples``), so that the lamps, edges and glints the model
 takes for targets are shown to it as background far more often than uniform random crops would.
 
@@ -47,8 +47,9 @@ def frame_parts(dataset: Dataset) -> Iterator[FrameSamples]:
 
 
 def false_alarms(prob: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
-    """Centres of the components of ``prob`` above :data:`THRESHOLD` that stay clear of ``mask``
-    grown by :data:`MASK_MARGIN` px, most confident first, as fractions of the frame's size."""
+    """Centres of the components of ``prob`` above :data:`THRESHOLD` whose bounding boxes stay
+    clear of ``mask`` grown by :data:`MASK_MARGIN` px, most confident first, as fractions of the
+    frame's size."""
     kernel = np.ones((2 * MASK_MARGIN + 1, 2 * MASK_MARGIN + 1), np.uint8)
     near_target = cv2.dilate(mask.astype(np.uint8), kernel) > 0
     height, width = prob.shape
@@ -65,6 +66,7 @@ def false_alarms(prob: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]
 
 def mine(model: nn.Module, dataset: Dataset, device: torch.device) -> Points:
     """The false alarms of ``model`` (in eval mode) on every sample of the training set."""
+    was_training = model.training
     model.eval()
     points: Points = {}
     parts = list(frame_parts(dataset))
@@ -78,7 +80,7 @@ def mine(model: nn.Module, dataset: Dataset, device: torch.device) -> Points:
                 image, mask = part.native(index)
                 frames = torch.from_numpy(image if image.ndim == 3 else image[None])
                 points[name] = false_alarms(predict_probability(model, frames, device), mask)
-    model.train()
+    model.train(was_training)
     return {name: found for name, found in points.items() if found}
 
 
