@@ -13,10 +13,10 @@ from evaluation.report import weights_card
 from models.registry import build_model
 from models.weights import load_weights, read_metadata, save_weights
 from training.checkpoints import CHECKPOINT
-from training.config import TrainConfig
+from training.config import TrainConfig, resolve
 from training.loop import BEST_WEIGHTS, LOG, SNAPSHOTS, earlier_stages, train
-from training.losses import lrrnet_loss, soft_iou_loss
-from training.recipes import multistep_schedule, poly_schedule, step_schedule
+from training.losses import lrrnet_loss, segmentation_step, soft_iou_loss
+from training.recipes import LOSSES, multistep_schedule, poly_schedule, step_schedule
 
 needs_data = pytest.mark.skipif(
     not (DATA_DIR / "nudt-sirst").is_dir() or not (DATA_DIR / "sirst-v2").is_dir(),
@@ -216,3 +216,29 @@ def test_weights_from_before_stages_were_recorded_count_as_one_stage(tmp_path):
     (stage,) = earlier_stages(old)
     assert stage["dataset"] == "sirst-v2" and stage["epochs"] == 8
     assert stage["weights"].startswith("old.safetensors (sha256 ")
+
+
+def test_the_per_sample_loss_makes_a_target_free_crops_false_alarms_count():
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits: torch.Tensor) -> None:
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.logits
+
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, 0, 1:5, 1:5] = 1.0  # the first crop has a 16 px target, the second none
+    logits = torch.where(mask > 0, 9.0, -9.0)
+    clean, noisy = logits.clone(), logits.clone()
+    noisy[1, 0, 6, 6] = 9.0  # one confident false pixel in the target-free crop
+    image = torch.zeros(2, 1, 8, 8)
+    batch_rise = segmentation_step(Fixed(noisy), image, mask) - segmentation_step(
+        Fixed(clean), image, mask
+    )
+    sample_rise = LOSSES["soft-iou-per-sample"](Fixed(noisy), image, mask) - LOSSES[
+        "soft-iou-per-sample"
+    ](Fixed(clean), image, mask)
+    assert sample_rise > 4 * batch_rise > 0  # the target-free crop weighs half the batch
+    with pytest.raises(ValueError, match="unknown loss"):
+        resolve(tiny_run(Path("unused"), loss="focal"))

@@ -10,7 +10,7 @@ import typer
 from data.paths import DATA_DIR
 from training.config import TrainConfig
 from training.loop import train
-from training.recipes import SCHEDULES
+from training.recipes import LOSSES, SCHEDULES
 
 
 def train_command(
@@ -82,6 +82,9 @@ def train_command(
             "start (needs --crop)"
         ),
     ] = None,
+    loss: Annotated[
+        str | None, typer.Option(help=f"{' | '.join(LOSSES)}; default: the paper's")
+    ] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the training step")] = False,
     channels_last: Annotated[bool, typer.Option(help="NHWC weights and batches")] = False,
     limit: Annotated[int | None, typer.Option(help="first N images per split (smoke runs)")] = None,
@@ -111,6 +114,7 @@ def train_command(
         ema=ema,
         freeze_backbone=freeze_backbone,
         hard_negatives=hard_negatives,
+        loss=loss,
         compile=compile,
         channels_last=channels_last,
         limit=limit,

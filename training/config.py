@@ -10,7 +10,7 @@ from data.paths import DATA_DIR
 from data.synthesis import SEQUENCE_DATA
 from data.video import DRONE_IR
 from models.registry import model_info
-from training.recipes import RECIPES, SCHEDULES
+from training.recipes import LOSSES, RECIPES, SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights (validated)
     freeze_backbone: bool | None = None  # STD2Net: train the temporal head on a fixed backbone
     hard_negatives: float | None = None  # share of crops on mined false alarms (hard_negatives)
+    loss: str | None = None  # a name of LOSSES; default: the paper's
     limit: int | None = None  # first N images of each split (smoke runs and tests)
     epoch_size: int | None = None  # synthesized windows per epoch (sequences only)
     device: str = "auto"
@@ -77,7 +78,8 @@ class Hyper:
     warmup_epochs: int = 0
     ema: float | None = None
     freeze_backbone: bool = False
-    hard_negatives: float = 0.0  # added in session 7: absent in older checkpoints
+    hard_negatives: float = 0.0  # these two added in session 7: absent in older checkpoints
+    loss: str | None = None  # None: the recipe's
 
 
 TRAJECTORY_FIELDS = tuple(f.name for f in fields(Hyper))
@@ -139,6 +141,8 @@ def resolve(config: TrainConfig, stored: Hyper | None = None) -> Hyper:
     hyper = replace(base, **{k: v for k, v in chosen.items() if v is not None})
     if hyper.schedule is not None and hyper.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {hyper.schedule!r}; known: {', '.join(SCHEDULES)}")
+    if hyper.loss is not None and hyper.loss not in LOSSES:
+        raise ValueError(f"unknown loss {hyper.loss!r}; known: {', '.join(LOSSES)}")
     if hyper.ema is not None and not 0.0 < hyper.ema < 1.0:
         raise ValueError(f"--ema is a decay in (0, 1), got {hyper.ema}")
     if not 0.0 <= hyper.hard_negatives < 1.0:

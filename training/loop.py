@@ -54,7 +54,7 @@ from training.checkpoints import (
 )
 from training.config import Hyper, TrainConfig, lr_factor, resolve
 from training.hard_negatives import attach, mined_points
-from training.recipes import RECIPES, TrainStep
+from training.recipes import LOSSES, RECIPES, TrainStep
 
 BEST_WEIGHTS = "best.safetensors"
 LOG = "log.jsonl"
@@ -142,10 +142,11 @@ def _train(config: TrainConfig) -> TrainResult:
         progress.earlier_stages = earlier_stages(config.init_weights)
     # static shapes: a new batch shape compiles its own graph (dynamic ones hit an inductor error,
     # "cannot determine truth value of Relational", once a process had trained at another size)
+    chosen_step = LOSSES[hyper.loss] if hyper.loss else recipe.step
     step = (
-        cast(TrainStep, torch.compile(recipe.step, dynamic=False))
+        cast(TrainStep, torch.compile(chosen_step, dynamic=False))
         if config.compile
-        else recipe.step
+        else chosen_step
     )
     validated = ema.module if ema is not None else model
 

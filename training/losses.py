@@ -42,6 +42,16 @@ def segmentation_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor)
     return soft_iou_loss(model(image), mask)
 
 
+def per_sample_segmentation_step(
+    model: nn.Module, image: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """SoftIoU per sample, averaged (LRRNet's form) instead of over the batch as one set: a crop
+    without targets scores 1 / (its summed probabilities + 1), so its false alarms cost it as much
+    as a missed target costs a crop that has one; in the batch-global form they hide in the union
+    of the batch's targets."""
+    return soft_iou_loss(model(image), mask, per_sample=True)
+
+
 def lrrnet_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if not isinstance(model, LRRNet):
         raise TypeError(f"the LRRNet loss needs an LRRNet, got {type(model).__name__}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from training.losses import lrrnet_step, segmentation_step
+from training.losses import lrrnet_step, per_sample_segmentation_step, segmentation_step
 
 
 def multistep_schedule(epoch: int, iteration: int, epochs: int, iterations: int) -> float:
@@ -42,6 +42,12 @@ SCHEDULES: dict[str, Schedule] = {
     "poly": poly_schedule,
     "step": step_schedule,
     "cosine": cosine_schedule,
+}
+
+LOSSES: dict[str, TrainStep] = {  # --loss: a training step (forward + loss) by name
+    "soft-iou": segmentation_step,  # SD2Net's and STD2Net's: over the batch as one set
+    "soft-iou-per-sample": per_sample_segmentation_step,
+    "lrrnet": lrrnet_step,
 }
 
 
