@@ -120,10 +120,14 @@ def _target_free(result: dict[str, Any]) -> str:
 def _training_data(facts: dict[str, Any]) -> str:
     dataset = facts.get("dataset", "?")
     if "+" in dataset:
+        parts = data_parts(dataset)
+        named = [
+            f"`{part}`" + (f" (drawn {parts.count(part)}x)" if parts.count(part) > 1 else "")
+            for part in dict.fromkeys(parts)
+        ]
         return (
-            f"the train splits of {', '.join(f'`{part}`' for part in data_parts(dataset))} "
-            "together (drone-ir: pseudo-masks from its boxes; model selection on their val "
-            "splits, never on test)"
+            f"the train splits of {', '.join(named)} together (drone-ir: pseudo-masks from its "
+            "boxes; model selection on their val splits, never on test)"
         )
     if dataset == SEQUENCE_DATA:
         return (

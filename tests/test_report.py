@@ -117,3 +117,12 @@ def test_a_sequence_trained_card_shows_the_sequence_figures_of_every_model(tmp_p
     assert "61.50" in rows["| sd2net"] and "77.25" in rows["| std2net"]
     assert "| crossing | 75.0 / 0.500 | 75.0 / 0.500 |" in card  # per-clip Pd / FA per frame
     assert "| fading | - / 0.000 |" in card  # a clip without targets has no Pd
+
+
+def test_a_card_says_which_datasets_a_mix_drew_more_often(tmp_path: Path) -> None:
+    weights = tmp_path / "w.safetensors"
+    mix = "nudt-sirst+nudt-sirst+sirst-v2+drone-ir"
+    metadata = {"dataset": mix, "epoch": "1", "hyper": json.dumps({"epochs": 1})}
+    save_weights(build_model("sd2net"), weights, metadata)
+    card = weights_card(weights, [eval_result(weights, "sd2net", "nudt-sirst", 50.0)])
+    assert "`nudt-sirst` (drawn 2x), `sirst-v2`, `drone-ir` together" in card
