@@ -15,7 +15,7 @@ from models.weights import load_weights, read_metadata, save_weights
 from training.checkpoints import CHECKPOINT
 from training.config import TrainConfig, resolve
 from training.loop import BEST_WEIGHTS, LOG, SNAPSHOTS, earlier_stages, train
-from training.losses import lrrnet_loss, segmentation_step, soft_iou_loss
+from training.losses import lrrnet_loss, soft_iou_loss
 from training.recipes import LOSSES, multistep_schedule, poly_schedule, step_schedule
 
 needs_data = pytest.mark.skipif(
@@ -233,12 +233,13 @@ def test_the_per_sample_loss_makes_a_target_free_crops_false_alarms_count():
     clean, noisy = logits.clone(), logits.clone()
     noisy[1, 0, 6, 6] = 9.0  # one confident false pixel in the target-free crop
     image = torch.zeros(2, 1, 8, 8)
-    batch_rise = segmentation_step(Fixed(noisy), image, mask) - segmentation_step(
-        Fixed(clean), image, mask
-    )
-    sample_rise = LOSSES["soft-iou-per-sample"](Fixed(noisy), image, mask) - LOSSES[
-        "soft-iou-per-sample"
-    ](Fixed(clean), image, mask)
+
+    def rise(loss: str) -> float:
+        step = LOSSES[loss]
+        return float(step(Fixed(noisy), image, mask) - step(Fixed(clean), image, mask))
+
+    batch_rise, sample_rise = rise("soft-iou"), rise("soft-iou-per-sample")
     assert sample_rise > 4 * batch_rise > 0  # the target-free crop weighs half the batch
+    assert rise("soft-iou-mixed") == pytest.approx((batch_rise + sample_rise) / 2)
     with pytest.raises(ValueError, match="unknown loss"):
         resolve(tiny_run(Path("unused"), loss="focal"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -107,15 +108,22 @@ def _in_memory(source: IRSTDDataset, limit: int | None, **transforms: Any) -> In
     )
 
 
-def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
-    """Tell a dataset which epoch is starting (its per-sample randomness depends on it)."""
+def dataset_parts(dataset: Dataset) -> Iterator[Dataset]:
+    """The datasets a training set is made of: itself, or every part of a mix."""
     if isinstance(dataset, ConcatDataset):
         for part in dataset.datasets:
-            set_dataset_epoch(part, epoch)
-    elif isinstance(dataset, FrameSamples):
-        dataset.set_epoch(epoch)
-    elif isinstance(dataset, SyntheticWindowDataset):
-        dataset.epoch = epoch
+            yield from dataset_parts(part)
+    else:
+        yield dataset
+
+
+def set_dataset_epoch(dataset: Dataset, epoch: int) -> None:
+    """Tell a dataset which epoch is starting (its per-sample randomness depends on it)."""
+    for part in dataset_parts(dataset):
+        if isinstance(part, FrameSamples):
+            part.set_epoch(epoch)
+        elif isinstance(part, SyntheticWindowDataset):
+            part.epoch = epoch
 
 
 def epoch_batches(count: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

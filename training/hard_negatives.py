@@ -22,12 +22,13 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from data.datasets import FrameSamples
 from evaluation.images import predict_probability
 from frames.postprocess import find_components
+from training.batches import dataset_parts
 
 HARD_NEGATIVES = "hard_negatives.json"
 MAX_POINTS = 8  # per sample: the most confident false alarms
@@ -39,11 +40,7 @@ Points = dict[str, list[tuple[float, float]]]  # sample name -> (row, col) / (he
 
 def frame_parts(dataset: Dataset) -> Iterator[FrameSamples]:
     """The frame datasets of a training set (one, or the parts of a mix)."""
-    if isinstance(dataset, ConcatDataset):
-        for part in dataset.datasets:
-            yield from frame_parts(part)
-    elif isinstance(dataset, FrameSamples):
-        yield dataset
+    return (part for part in dataset_parts(dataset) if isinstance(part, FrameSamples))
 
 
 def false_alarms(prob: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:

@@ -142,7 +142,7 @@ def _train(config: TrainConfig) -> TrainResult:
         progress.earlier_stages = earlier_stages(config.init_weights)
     # static shapes: a new batch shape compiles its own graph (dynamic ones hit an inductor error,
     # "cannot determine truth value of Relational", once a process had trained at another size)
-    chosen_step = LOSSES[hyper.loss] if hyper.loss else recipe.step
+    chosen_step = LOSSES[hyper.loss or recipe.loss]
     step = (
         cast(TrainStep, torch.compile(chosen_step, dynamic=False))
         if config.compile

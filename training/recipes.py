@@ -9,7 +9,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from training.losses import lrrnet_step, per_sample_segmentation_step, segmentation_step
+from training.losses import (
+    lrrnet_step,
+    mixed_segmentation_step,
+    per_sample_segmentation_step,
+    segmentation_step,
+)
 
 
 def multistep_schedule(epoch: int, iteration: int, epochs: int, iterations: int) -> float:
@@ -47,6 +52,7 @@ SCHEDULES: dict[str, Schedule] = {
 LOSSES: dict[str, TrainStep] = {  # --loss: a training step (forward + loss) by name
     "soft-iou": segmentation_step,  # SD2Net's and STD2Net's: over the batch as one set
     "soft-iou-per-sample": per_sample_segmentation_step,
+    "soft-iou-mixed": mixed_segmentation_step,  # the mean of the two above
     "lrrnet": lrrnet_step,
 }
 
@@ -61,16 +67,16 @@ class Recipe:
     size: int
     seed: int
     schedule: Schedule
-    step: TrainStep  # forward + loss
+    loss: str  # a name of LOSSES: the training step (forward + loss)
     betas: tuple[float, float] = (0.9, 0.999)
 
 
 RECIPES: dict[str, Recipe] = {
     # sd2net.md §9: Adam 5e-4, MultiStepLR [200, 300] x0.1, 400 epochs, batch 4, batch SoftIoU.
-    "sd2net": Recipe(400, 4, 5e-4, 256, 42, multistep_schedule, segmentation_step),
+    "sd2net": Recipe(400, 4, 5e-4, 256, 42, multistep_schedule, "soft-iou"),
     # lrrnet.md §5: Adam 1e-4, poly 0.9 per iteration, batch 8, 400 epochs, 512x512 (--size 256
     # on CPU: 4x cheaper; the model is fully convolutional).
-    "lrrnet": Recipe(400, 8, 1e-4, 512, 1, poly_schedule, lrrnet_step),
+    "lrrnet": Recipe(400, 8, 1e-4, 512, 1, poly_schedule, "lrrnet"),
     # std2net.md §4: Adam 1e-3 betas (0.9, 0.99), StepLR 3 x0.5, 20 epochs, batch 4, SoftIoU.
-    "std2net": Recipe(20, 4, 1e-3, 256, 42, step_schedule, segmentation_step, (0.9, 0.99)),
+    "std2net": Recipe(20, 4, 1e-3, 256, 42, step_schedule, "soft-iou", (0.9, 0.99)),
 }
