@@ -1,6 +1,7 @@
 """irtrack eval-video: object-level scoring of real labelled clips, and the clips themselves."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,39 @@ def test_confirmed_only_reports_a_target_from_its_third_detection():
     labelled = sum(box is not None for box in clip.boxes[:20])
     assert int(score.operating.found[0]) == labelled - 2  # confirm_hits = 3
     assert int(score.operating.false_alarms[0]) == 0
+    # every threshold of the grid runs its own tracker: the same two frames go unreported
+    assert score.grid.found.max() == labelled - 2
+
+
+def test_confirmed_only_drops_one_frame_flickers_at_every_threshold():
+    require_path(DRONE_IR, "the drone-ir clips (shared/data/drone-ir)")
+    clip = load_clip(CLIP)
+
+    def flicker() -> Callable[[np.ndarray], np.ndarray]:
+        """Logits with a blob far from the target in one frame of every four, elsewhere each time."""
+        frames = iter(range(20))
+
+        def logits_of(frame: np.ndarray) -> np.ndarray:
+            logits = np.full(frame.shape, -10.0, np.float32)
+            index = next(frames)
+            if index % 4 == 0:
+                row, column = 10 + 2 * index, 10 + 11 * index
+                logits[row : row + 3, column : column + 3] = 10.0
+            return logits
+
+        return logits_of
+
+    def scored(confirmed_only: bool) -> int:
+        score = score_clip(
+            clip,
+            flicker(),
+            PointTracker(TrackerSettings()),
+            frames=clip.frames(20),
+            confirmed_only=confirmed_only,
+        )
+        return int(score.grid.false_alarms.max())
+
+    assert scored(confirmed_only=False) == 5 and scored(confirmed_only=True) == 0
 
 
 def test_eval_video_can_score_the_small_target_clips_alone(tmp_path: Path):
