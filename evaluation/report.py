@@ -21,6 +21,7 @@ from evaluation.headline import headline_table, read_reports
 from evaluation.images import evaluate
 from evaluation.sequences import evaluate_on_clips
 from evaluation.sequences import markdown_table as sequence_table
+from evaluation.video import markdown_table as video_table
 from models.weights import WEIGHTS_DIR, file_sha256, read_metadata
 
 # Published test figures (NUDT-SIRST, the papers' 50/50 split): SD2Net from Hu et al. 2026 (Table
@@ -140,8 +141,9 @@ def _training_data(facts: dict[str, Any]) -> str:
 def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
     """A weights file's card: what it is, how it was trained, what it scores on the test data.
 
-    ``results`` are ``irtrack eval --json`` records (test splits of image datasets) and/or
-    ``irtrack eval-sequences --json`` reports (the fixed synthesized clips).
+    ``results`` are ``irtrack eval --json`` records (test splits of image datasets),
+    ``irtrack eval-video --json`` reports (labelled real clips) and/or ``irtrack eval-sequences
+    --json`` reports (the fixed synthesized clips).
     """
     facts = _training_facts(str(weights))
     hyper = facts.get("hyper", {})
@@ -166,9 +168,12 @@ def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
             for number, stage in enumerate(stages, 1)
         ]
     images = [result for result in results if "models" not in result]
-    sequences = [result for result in results if "models" in result]
+    videos = [result for result in results if "frames_per_clip" in result]
+    sequences = [result for result in results if "models" in result and result not in videos]
     if images:
         lines += ["", "## Test figures (`irtrack eval`)", "", accuracy_table(images)]
+    for report in videos:
+        lines += ["", "## Real-video figures (`irtrack eval-video`)", "", video_table(report)]
     for report in sequences:
         lines += ["", "## Sequence figures (`irtrack eval-sequences`)", "", sequence_table(report)]
     return "\n".join(lines) + "\n"
@@ -194,7 +199,7 @@ def accuracy_command(
 def card_command(
     weights: Path = typer.Option(..., help="a safetensors file written by irtrack train"),
     eval_json: list[Path] = typer.Option(
-        ..., "--eval", help="irtrack eval --json or irtrack eval-sequences --json output"
+        ..., "--eval", help="irtrack eval, eval-video or eval-sequences --json output"
     ),
 ) -> None:
     """Write <weights>.md beside the weights file."""

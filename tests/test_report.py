@@ -126,3 +126,26 @@ def test_a_card_says_which_datasets_a_mix_drew_more_often(tmp_path: Path) -> Non
     save_weights(build_model("sd2net"), weights, metadata)
     card = weights_card(weights, [eval_result(weights, "sd2net", "nudt-sirst", 50.0)])
     assert "`nudt-sirst` (drawn 2x), `sirst-v2`, `drone-ir` together" in card
+
+
+def test_a_video_trained_card_shows_the_real_video_figures(tmp_path: Path) -> None:
+    weights = tmp_path / "std2net_drone-ir.safetensors"
+    metadata = {"dataset": "drone-ir", "epoch": "3", "hyper": json.dumps({"epochs": 3})}
+    save_weights(build_model("std2net"), weights, metadata)
+    matched = [
+        {"fa_per_frame_limit": limit, "Pd": pd, "threshold": 0.9, "fa_per_frame": 0.0}
+        for limit, pd in ((0.01, None), (0.05, 71.25), (0.2, 88.5))
+    ]
+    tracking = {"mota": 0.5, "idf1": 0.75, "num_switches": 2.0}
+    group = {"Pd": 90.0, "fa_per_frame": 0.125, "matched": matched, "tracking": tracking}
+    report = {
+        "dataset": "drone-ir test split", "clips": 2, "small_target_clips": 1,
+        "frames_per_clip": 30, "frames": 60, "threshold": 0.5, "report": "all",
+        "date": "2026-12-01", "machine": "test CPU",
+        "models": {"std2net": {"weights": str(weights), "weights_sha256": "ef" * 32,
+                               "groups": {"small-target clips": group}}},
+    }  # fmt: skip
+    card = weights_card(weights, [report])
+    assert "Real-video figures" in card and "Sequence figures" not in card
+    row = next(line for line in card.splitlines() if line.startswith("| std2net"))
+    assert "| small-target clips | 90.0 | 0.125 | - | 71.2 | 88.5 |" in row
