@@ -15,13 +15,14 @@ from data.datasets import IMAGE_DATASETS, data_parts
 from data.paths import DATA_DIR
 from data.pseudo_masks import examples_png
 from data.synthesis import SEQUENCE_DATA, fixed_eval_set
-from data.video import list_clips, load_clip
+from data.video import DRONE_IR, list_clips, load_clip
 from evaluation.curves import curves_table, plot_learning_curves
 from evaluation.headline import headline_table, read_reports
 from evaluation.images import evaluate
 from evaluation.sequences import evaluate_on_clips
 from evaluation.sequences import markdown_table as sequence_table
 from evaluation.video import markdown_table as video_table
+from evaluation.video import video_floor_figures
 from models.weights import WEIGHTS_DIR, file_sha256, read_metadata
 
 # Published test figures (NUDT-SIRST, the papers' 50/50 split): SD2Net from Hu et al. 2026 (Table
@@ -37,8 +38,10 @@ report_app = typer.Typer(help="Accuracy tables, weights cards and regression flo
 FLOORS_FILE = WEIGHTS_DIR / "regression_floors.json"
 FLOOR_SLICE = 24  # first test images of the weights' dataset
 FLOOR_CLIP_LENGTH = 12  # frames of each fixed sequence clip, for sequence-trained weights
+FLOOR_VIDEO_CLIPS = 4  # first drone-ir test clips, for weights trained on real video alone
+FLOOR_VIDEO_FRAMES = 15  # first frames of each of them
 FLOOR_MARGIN = 0.98  # a floor is 98% of the figure measured when the weights were shipped
-FLOOR_METRICS = ("mIoU", "Pd")
+FLOOR_METRICS = ("mIoU", "Pd")  # images and synthesized clips; real clips: Pd and IDF1
 
 
 def _training_facts(weights: str) -> dict[str, Any]:
@@ -262,22 +265,33 @@ def pseudo_masks_command(
 
 def floor_figures(
     entry: dict[str, Any], weights: Path, data_dir: Path = DATA_DIR
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """The figures a floor guards, measured on the entry's slice: the first ``images`` test
-    images of an image dataset, or the fixed sequence clips cut to ``clip_length`` frames."""
+    images of an image dataset, the fixed sequence clips cut to ``clip_length`` frames, or the
+    first ``frames`` frames of the first ``clips`` drone-ir test clips (Pd and IDF1 in %)."""
+    if entry["dataset"] == DRONE_IR:
+        names = list_clips("test", data_dir)[: entry["clips"]]
+        real_clips = [load_clip(name, data_dir) for name in names]
+        return video_floor_figures(entry["model"], weights, real_clips, entry["frames"])
     if entry["dataset"] == SEQUENCE_DATA:
         clips = fixed_eval_set(length=entry["clip_length"], data_dir=data_dir)
-        return evaluate_on_clips(entry["model"], clips, weights)
-    return evaluate(
-        data_dir / entry["dataset"], "test", entry["model"], weights, limit=entry["images"]
-    )
+        result = evaluate_on_clips(entry["model"], clips, weights)
+    else:
+        result = evaluate(
+            data_dir / entry["dataset"], "test", entry["model"], weights, limit=entry["images"]
+        )
+    return {name: result[name] for name in FLOOR_METRICS}
 
 
 def floor_dataset(dataset: str) -> str:
     """The test data a weights file's floor is measured on: its dataset, or for weights trained
-    on several, the first image dataset among them (the sequences where there is none)."""
+    on several, the first image dataset among them; real clips for weights trained on them
+    alone, the synthesized sequences otherwise."""
     parts = data_parts(dataset)
-    return next((part for part in parts if part in IMAGE_DATASETS), SEQUENCE_DATA)
+    return next(
+        (part for part in parts if part in IMAGE_DATASETS),
+        DRONE_IR if DRONE_IR in parts else SEQUENCE_DATA,
+    )
 
 
 def measure_floors(
@@ -294,14 +308,16 @@ def measure_floors(
         }
         if entry["dataset"] == SEQUENCE_DATA:
             entry["clip_length"] = FLOOR_CLIP_LENGTH
+        elif entry["dataset"] == DRONE_IR:
+            entry.update(clips=FLOOR_VIDEO_CLIPS, frames=FLOOR_VIDEO_FRAMES)
         else:
             entry["images"] = images
-        result = floor_figures(entry, weights, data_dir)
+        measured = floor_figures(entry, weights, data_dir)
         floors[weights.name] = {
             **entry,
             "weights_sha256": file_sha256(weights),
-            "measured": {name: result[name] for name in FLOOR_METRICS},
-            "floor": {name: result[name] * FLOOR_MARGIN for name in FLOOR_METRICS},
+            "measured": measured,
+            "floor": {name: value * FLOOR_MARGIN for name, value in measured.items()},
         }
     return floors
 

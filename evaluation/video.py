@@ -329,6 +329,18 @@ def evaluate_model(
     return {"groups": summarize_clips(clips, scores), "clips": per_clip}
 
 
+def video_floor_figures(
+    model_name: str, weights: Path, clips: Sequence[LabelledClip], frames_per_clip: int
+) -> dict[str, float]:
+    """Pd and IDF1 (both %) of ``weights`` over the first frames of ``clips``, on the CPU at the
+    service's threshold: what a regression floor of real-video weights guards."""
+    network, _ = load_sequence_model(model_name, weights)
+    runner = stream_runner(network, torch.device("cpu"), "auto")
+    result = evaluate_model(runner, clips, frames_per_clip, DEFAULT_THRESHOLD, TrackerSettings())
+    overall = result["groups"][ALL]
+    return {"Pd": overall["Pd"], "IDF1": 100.0 * overall["tracking"]["idf1"]}
+
+
 def _figure(value: float | None, template: str) -> str:
     return "-" if value is None else template.format(value)
 
