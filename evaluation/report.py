@@ -138,7 +138,20 @@ def _training_data(facts: dict[str, Any]) -> str:
             "sequences synthesized from the nudt-sirst and sirst-v2 train splits "
             "(`data.synthesis`; model selection on fixed val-split clips, never on test)"
         )
+    if dataset == DRONE_IR:
+        return (
+            "the `drone-ir` training clips (pseudo-masks from their boxes; model selection on "
+            "its val clips, never on test)"
+        )
     return f"`{dataset}` train split (model selection on its val split, never on test)"
+
+
+def _selection(facts: dict[str, Any]) -> str:
+    """Why this epoch was kept: the best val mIoU (what training selects on), or what a later
+    selection recorded in ``selected_by``."""
+    if "selected_by" in facts:
+        return f"selected by {facts['selected_by']}; its val mIoU {facts.get('val_mIoU', '?')}"
+    return f"best val mIoU {facts.get('val_mIoU', '?')}"
 
 
 def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
@@ -155,7 +168,7 @@ def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
         "",
         f"- model: `{facts.get('model', '?')}`; training data: {_training_data(facts)}",
         f"- recipe: {json.dumps(hyper, sort_keys=True)}",
-        f"- kept epoch {facts.get('epoch', '?')} (best val mIoU {facts.get('val_mIoU', '?')}) of "
+        f"- kept epoch {facts.get('epoch', '?')} ({_selection(facts)}) of "
         f"{hyper.get('epochs', '?')} planned; trained {facts.get('date', '?')}, commit "
         f"`{facts.get('git_commit', '?')}`",
     ]

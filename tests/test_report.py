@@ -131,7 +131,8 @@ def test_a_card_says_which_datasets_a_mix_drew_more_often(tmp_path: Path) -> Non
 
 def test_a_video_trained_card_shows_the_real_video_figures(tmp_path: Path) -> None:
     weights = tmp_path / "std2net_drone-ir.safetensors"
-    metadata = {"dataset": "drone-ir", "epoch": "3", "hyper": json.dumps({"epochs": 3})}
+    metadata = {"dataset": "drone-ir", "epoch": "3", "hyper": json.dumps({"epochs": 3}),
+                "val_mIoU": "24.2", "selected_by": "eval-video on the val clips"}  # fmt: skip
     save_weights(build_model("std2net"), weights, metadata)
     matched = [
         {"fa_per_frame_limit": limit, "Pd": pd, "threshold": 0.9, "fa_per_frame": 0.0}
@@ -148,5 +149,7 @@ def test_a_video_trained_card_shows_the_real_video_figures(tmp_path: Path) -> No
     }  # fmt: skip
     card = weights_card(weights, [report])
     assert "Real-video figures" in card and "Sequence figures" not in card
+    assert "the `drone-ir` training clips (pseudo-masks" in card
+    assert "kept epoch 3 (selected by eval-video on the val clips; its val mIoU 24.2)" in card
     row = next(line for line in card.splitlines() if line.startswith("| std2net"))
     assert "| small-target clips | 90.0 | 0.125 | - | 71.2 | 88.5 |" in row
