@@ -63,7 +63,7 @@ MODEL_INFO: dict[str, ModelInfo] = {
             "std2net",
             STD2Net,
             "STD2Net: 5-frame temporal difference decomposition on the SD2Net backbone",
-            "std2net_sequences.safetensors",
+            "std2net_drone-ir.safetensors",
             peak_bytes_per_pixel=7680,
         ),
         ModelInfo(
