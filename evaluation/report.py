@@ -184,8 +184,8 @@ def weights_card(weights: Path, results: list[dict[str, Any]]) -> str:
             for number, stage in enumerate(stages, 1)
         ]
     images = [result for result in results if "models" not in result]
-    videos = [result for result in results if "frames_per_clip" in result]
-    sequences = [result for result in results if "models" in result and result not in videos]
+    videos = [result for result in results if "frames_per_clip" in result]  # eval-video's key
+    sequences = [r for r in results if "models" in r and "frames_per_clip" not in r]
     if images:
         lines += ["", "## Test figures (`irtrack eval`)", "", accuracy_table(images)]
     for report in videos:
