@@ -81,6 +81,7 @@ def headline_table(
             f"{_cpu_fps(name, speeds)} |"
         )
     machines = sorted({r["machine"]["cpu"] for r in speeds if "machine" in r})
+    scored_on = sorted({str(r["machine"]) for r in [*evals, *videos] if "machine" in r})
     dated = [*evals, *videos, *(r["machine"] for r in speeds if "machine" in r)]
     days = sorted({str(report["date"])[:10] for report in dated if "date" in report})
     lines += [
@@ -88,7 +89,8 @@ def headline_table(
         "Written by `irtrack report headline` from `irtrack eval`, `irtrack eval-video` and "
         "`irtrack bench onnx|streaming` reports of the shipped weights (details: "
         f"docs/accuracy.md, docs/performance.md), measured {', '.join(days) or '-'}; "
-        f"CPU: {'; '.join(machines) or '-'}, 2 threads; weights {', '.join(shipped)}.",
+        f"accuracy scored on {'; '.join(scored_on) or '-'}; CPU frames/s on "
+        f"{'; '.join(machines) or '-'}, 2 threads; weights {', '.join(shipped)}.",
     ]
     return "\n".join(lines) + "\n"
 

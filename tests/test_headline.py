@@ -16,6 +16,7 @@ def test_each_model_row_takes_the_figures_of_its_own_shipped_weights():
             "dataset": "sirst-v2",
             "mIoU": 70.04,
             "Pd": 93.2,
+            "machine": "CPU one",
         },
         {
             "model": "sd2net",
@@ -26,6 +27,7 @@ def test_each_model_row_takes_the_figures_of_its_own_shipped_weights():
         },
     ]
     video = {
+        "machine": "CPU two",
         "models": {
             "sd2net": {
                 "weights_sha256": sha,
@@ -40,7 +42,7 @@ def test_each_model_row_takes_the_figures_of_its_own_shipped_weights():
                     },
                 },
             }
-        }
+        },
     }
     videos = [{"models": {"std2net": {"weights_sha256": "x"}}}, video]  # sd2net: the second
     speeds = [
@@ -76,6 +78,7 @@ def test_each_model_row_takes_the_figures_of_its_own_shipped_weights():
     assert "25.0 (ONNX Runtime, 256 x 256)" in row
     footer = headline_table(evals, videos, speeds).splitlines()[-1]
     assert f"{path.name} (" in footer  # the shipped weights behind every figure are named
+    assert "accuracy scored on CPU one; CPU two; CPU frames/s on a CPU, 2 threads" in footer
 
 
 def test_a_model_that_no_threshold_keeps_within_the_budget_shows_where_it_stands():
