@@ -18,6 +18,7 @@ import json
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import cv2
@@ -100,6 +101,15 @@ def list_clips(split: str, data_dir: Path = DATA_DIR) -> list[str]:
         .tolist()
     )
     return [n for i, n in enumerate(names) if (i in held_out) == (split == "val")]
+
+
+def load_clips(
+    split: str, data_dir: Path = DATA_DIR, small_only: bool = False, clips: int | None = None
+) -> list[LabelledClip]:
+    """The first ``clips`` (all if None) labelled clips of ``split`` in order; ``small_only``:
+    of its small-target clips. Only the clips needed are loaded."""
+    loaded = (load_clip(name, data_dir) for name in list_clips(split, data_dir))
+    return list(islice((clip for clip in loaded if clip.small_target or not small_only), clips))
 
 
 def load_clip(name: str, data_dir: Path = DATA_DIR) -> LabelledClip:

@@ -15,7 +15,7 @@ from data.datasets import IMAGE_DATASETS, data_parts
 from data.paths import DATA_DIR
 from data.pseudo_masks import examples_png
 from data.synthesis import SEQUENCE_DATA, fixed_eval_set
-from data.video import DRONE_IR, list_clips, load_clip
+from data.video import DRONE_IR, load_clips
 from evaluation.curves import curves_table, plot_learning_curves
 from evaluation.headline import headline_table, read_reports
 from evaluation.images import evaluate
@@ -271,7 +271,7 @@ def pseudo_masks_command(
     data_dir: Path = typer.Option(DATA_DIR, help="the shared datasets"),
 ) -> None:
     """Examples of the pseudo-masks training makes from drone-ir boxes (data.pseudo_masks)."""
-    labelled = [load_clip(name, data_dir) for name in list_clips(split, data_dir)[:clips]]
+    labelled = load_clips(split, data_dir, clips=clips)
     count = examples_png(labelled, png)
     typer.echo(f"wrote {count} examples to {png}")
 
@@ -283,8 +283,7 @@ def floor_figures(
     images of an image dataset, the fixed sequence clips cut to ``clip_length`` frames, or the
     first ``frames`` frames of the first ``clips`` drone-ir test clips (Pd and IDF1 in %)."""
     if entry["dataset"] == DRONE_IR:
-        names = list_clips("test", data_dir)[: entry["clips"]]
-        real_clips = [load_clip(name, data_dir) for name in names]
+        real_clips = load_clips("test", data_dir, clips=entry["clips"])
         return video_floor_figures(entry["model"], weights, real_clips, entry["frames"])
     if entry["dataset"] == SEQUENCE_DATA:
         clips = fixed_eval_set(length=entry["clip_length"], data_dir=data_dir)

@@ -50,7 +50,7 @@ from torch import nn
 from tqdm import tqdm
 
 from data.paths import DATA_DIR
-from data.video import LabelledClip, list_clips, load_clip
+from data.video import LabelledClip, load_clips
 from evaluation.images import EvaluationError, json_safe
 from evaluation.machine import describe_machine
 from evaluation.sequences import MATCHED_THRESHOLDS as GRID_PROBABILITIES
@@ -438,8 +438,7 @@ def eval_video(
     except EvaluationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    labelled = [load_clip(name, data_dir) for name in list_clips(split, data_dir)]
-    labelled = [clip for clip in labelled if clip.small_target or not small_only][:clips]
+    labelled = load_clips(split, data_dir, small_only, clips)
     settings = TrackerSettings()
     limit = frames_per_clip or None
     report: dict[str, Any] = {

@@ -27,7 +27,7 @@ import typer
 from torch import nn
 
 from data.paths import DATA_DIR
-from data.video import list_clips, load_clip
+from data.video import load_clips
 from evaluation.images import score_samples
 from evaluation.video import SMALL, evaluate_model, stream_runner
 from frames.postprocess import DEFAULT_THRESHOLD
@@ -67,8 +67,7 @@ def video_scorer(
 ) -> tuple[Scorer, str]:
     """Pd at <= ``VIDEO_FA_BUDGET`` false objects per frame (then IDF1) on the small-target clips
     of the drone-ir val split, through the service's path; and a line saying so."""
-    labelled = [load_clip(name, data_dir) for name in list_clips("val", data_dir)]
-    small = [clip for clip in labelled if clip.small_target][:clips]
+    small = load_clips("val", data_dir, small_only=True, clips=clips)
     if not small:
         raise FileNotFoundError(f"no small-target drone-ir val clips under {data_dir}")
 
