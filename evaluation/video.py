@@ -79,6 +79,7 @@ from models.std2net import STD2Net, StreamState, step_streams
 
 FOUND_MARGIN_PX = 3.0
 FA_PER_FRAME_LIMITS = (0.01, 0.05, 0.2)
+FA_BUDGET = 0.05  # false objects per frame: issue #15's budget, the one selection and headline use
 DEFAULT_MODELS = ("sd2net", "lrrnet", "std2net")
 DEFAULT_FRAMES_PER_CLIP = 60  # 2 s of each clip at 30 fps
 GRID_LOGITS = tuple(math.log(p / (1.0 - p)) for p in GRID_PROBABILITIES)
@@ -339,6 +340,12 @@ def video_floor_figures(
     result = evaluate_model(runner, clips, frames_per_clip, DEFAULT_THRESHOLD, TrackerSettings())
     overall = result["groups"][ALL]
     return {"Pd": overall["Pd"], "IDF1": 100.0 * overall["tracking"]["idf1"]}
+
+
+def pd_within_budget(group: Mapping[str, Any], limit: float = FA_BUDGET) -> float | None:
+    """A clip group's Pd at <= ``limit`` false objects per frame (one of ``FA_PER_FRAME_LIMITS``);
+    None when no threshold keeps within it."""
+    return next(row["Pd"] for row in group["matched"] if row["fa_per_frame_limit"] == limit)
 
 
 def _figure(value: float | None, template: str) -> str:
