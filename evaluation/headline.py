@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evaluation.video import FA_BUDGET, SMALL, pd_within_budget
+from evaluation.video import ALL, FA_BUDGET, SMALL, pd_within_budget
 from models import MODEL_NAMES
 from models.registry import build_model, model_info
 from models.weights import file_sha256, read_metadata
@@ -36,7 +36,7 @@ def _video(name: str, sha: str, videos: list[dict[str, Any]]) -> str:
     result = next((r for r in scored if r is not None and r.get("weights_sha256") == sha), None)
     if result is None:
         return "-"
-    small = result["groups"].get(SMALL) or result["groups"]["all clips"]
+    small = result["groups"].get(SMALL) or result["groups"][ALL]
     pd_at_budget = pd_within_budget(small)
     found = (
         f"Pd {pd_at_budget:.1f} at <= {FA_BUDGET:g} FA/frame"
