@@ -35,6 +35,8 @@ IMAGE_DATASETS = ("nudt-sirst", "sirst-v2")  # folders of DATA_DIR with images, 
 SPLITS = ("train", "val", "test", "train_full")
 HOLDOUT_SEED = 0
 HOLDOUT_FRACTION = 0.1
+UNLABELLED = -1  # a mask value: pixels of unknown label (losses leave them out, metrics count
+# them as background), e.g. the rest of a box around its pseudo-mask (data.pseudo_masks)
 
 
 def data_parts(data: str) -> list[str]:
@@ -44,7 +46,7 @@ def data_parts(data: str) -> list[str]:
 
 class Sample(TypedDict):
     image: torch.Tensor  # float32 (T, H, W) in [0, 1]: one frame (T = 1) or a window, oldest first
-    mask: torch.Tensor  # float32 (1, H, W) in {0, 1}
+    mask: torch.Tensor  # float32 (1, H, W) in {0, 1}, or UNLABELLED where the label is unknown
     name: str  # image name without extension, e.g. "000001"
 
 
@@ -210,7 +212,7 @@ class FrameSamples(Dataset[Sample]):
             mask = np.pad(mask, ((0, pad_rows), (0, pad_cols)))
         rng = np.random.default_rng((self.seed, self.epoch, index, 1))
         height, width = mask.shape
-        rows, cols = np.nonzero(mask)
+        rows, cols = np.nonzero(mask > 0)
         centre = hard
         if centre is None and len(rows) and rng.random() < 0.75:
             pick = rng.integers(len(rows))

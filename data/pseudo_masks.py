@@ -32,7 +32,8 @@ MIN_CONTRAST_SIGMAS = 5.0
 MIN_CONTRAST = 8.0  # grey levels of an 8-bit frame
 
 
-def _window(box: Box, margin: float, shape: tuple[int, int]) -> tuple[slice, slice]:
+def box_window(box: Box, margin: float, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The rows and columns of a frame of ``shape`` that ``box`` grown by ``margin`` px covers."""
     height, width = shape
     top = max(int(np.floor(box.y - margin)), 0)
     left = max(int(np.floor(box.x - margin)), 0)
@@ -46,15 +47,15 @@ def pseudo_mask(frame: np.ndarray, box: Box) -> np.ndarray | None:
     image = frame.astype(np.float32)
     shape = (image.shape[0], image.shape[1])
     inner = np.zeros(shape, bool)
-    inner[_window(box, RING_INNER_PX, shape)] = True
+    inner[box_window(box, RING_INNER_PX, shape)] = True
     ring = np.zeros(shape, bool)
-    ring[_window(box, RING_OUTER_PX, shape)] = True
+    ring[box_window(box, RING_OUTER_PX, shape)] = True
     ring &= ~inner
     if ring.sum() < 8:
         return None
     level = float(np.median(image[ring]))
     noise = max(1.4826 * float(np.median(np.abs(image[ring] - level))), 0.5)
-    rows, columns = _window(box, BOX_MARGIN_PX, shape)
+    rows, columns = box_window(box, BOX_MARGIN_PX, shape)
     deviation = image[rows, columns] - level
     if deviation.size == 0:
         return None

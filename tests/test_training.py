@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from data.datasets import UNLABELLED
 from data.paths import DATA_DIR
 from evaluation.report import weights_card
 from models.registry import build_model
@@ -54,6 +55,22 @@ def test_soft_iou_is_batch_global_or_per_sample_mean():
     assert torch.isclose(
         soft_iou_loss(logits, mask, per_sample=True), torch.stack(per_image).mean()
     )
+
+
+def test_unlabelled_pixels_give_the_soft_iou_no_gradient_and_no_weight():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8, requires_grad=True)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, 0, 3:5, 3:5] = 1.0
+    mask[0, 0, 2:6, 2:6][mask[0, 0, 2:6, 2:6] == 0] = UNLABELLED  # the rest of the box
+    for per_sample in (False, True):
+        loss = soft_iou_loss(logits, mask, per_sample=per_sample)
+        (gradient,) = torch.autograd.grad(loss, logits)
+        unlabelled = mask == UNLABELLED
+        assert (gradient[unlabelled] == 0).all() and (gradient[~unlabelled] != 0).all()
+        # as if the unlabelled pixels were certain background (probability 0)
+        cleared = logits.detach().masked_fill(unlabelled, -1e4)
+        assert torch.isclose(loss, soft_iou_loss(cleared, mask.clamp(min=0), per_sample))
 
 
 def test_lrrnet_loss_gradient_comes_from_soft_iou_and_reconstruction_only():

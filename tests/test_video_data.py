@@ -6,10 +6,11 @@ import pytest
 import torch
 from conftest import require_path
 
+from data.datasets import UNLABELLED, InMemorySamples
 from data.paths import DATA_DIR
-from data.pseudo_masks import examples_png, pseudo_mask
+from data.pseudo_masks import BOX_MARGIN_PX, box_window, examples_png, pseudo_mask
 from data.video import Box, load_clip
-from data.video_samples import clip_samples
+from data.video_samples import box_labels, clip_samples
 from training.batches import build_datasets
 from training.config import TrainConfig, resolve
 
@@ -54,6 +55,38 @@ def test_windows_end_at_their_labelled_frame_and_start_a_clip_like_a_stream():
     assert np.array_equal(samples[later][1], frames[16:21])
     assert samples[later][2].any() and not samples[later][2][0, 0]
     assert first_mask.shape == frames.shape[1:]
+
+
+def test_the_rest_of_a_box_can_be_left_unlabelled_around_its_pseudo_mask():
+    frame = frame_with_blob(level=80, blob=160, noise=2)
+    mask = pseudo_mask(frame, BOX)
+    assert mask is not None
+    labels = box_labels(mask, BOX)
+    assert labels.dtype == np.int8 and np.array_equal(labels == 1, mask)
+    rows, columns = box_window(BOX, BOX_MARGIN_PX, labels.shape)
+    in_box = np.zeros(labels.shape, bool)
+    in_box[rows, columns] = True
+    assert (labels[in_box & ~mask] == UNLABELLED).all() and (labels[in_box & ~mask]).size > 0
+    assert (labels[~in_box] == 0).all()
+    sample = InMemorySamples([("blob", frame, labels)], crop=32, seed=1)
+    for epoch in range(8):  # crops centre on the target, never on an unlabelled pixel alone
+        sample.set_epoch(epoch)
+        cropped = sample[0]["mask"]
+        assert set(cropped.unique().tolist()) <= {float(UNLABELLED), 0.0, 1.0}
+        assert cropped.max() == 1.0 or not (cropped == UNLABELLED).any()
+
+
+def test_real_clips_give_unlabelled_box_rests_only_when_asked():
+    require_path(DATA_DIR / "drone-ir", "the drone-ir clips (shared/data/drone-ir)")
+    clip = load_clip("IR_DRONE_002")
+    plain = clip_samples(clip, stride=10, window=None)
+    marked = clip_samples(clip, stride=10, window=None, unlabelled_box_rest=True)
+    assert [name for name, _, _ in plain] == [name for name, _, _ in marked]
+    assert all(mask.dtype == bool for _, _, mask in plain)
+    with_box = [(p, m) for (_, _, p), (_, _, m) in zip(plain, marked, strict=True) if p.any()]
+    assert with_box
+    for plain_mask, labels in with_box:
+        assert np.array_equal(labels == 1, plain_mask) and (labels == UNLABELLED).any()
 
 
 def test_training_data_must_fit_the_model():

@@ -82,13 +82,21 @@ def _part(
         frames = model_info(hyper.model).frames
         window = frames if frames > 1 else None
 
-        def labelled_clips(split: str, **options: Any) -> InMemorySamples:
-            samples = video_samples(split, window, data_dir=config.data_dir, limit=hyper.limit)
+        def labelled_clips(
+            split: str, unlabelled_box_rest: bool, **options: Any
+        ) -> InMemorySamples:
+            samples = video_samples(
+                split,
+                window,
+                data_dir=config.data_dir,
+                limit=hyper.limit,
+                unlabelled_box_rest=unlabelled_box_rest,
+            )
             return InMemorySamples(samples, **options)
 
         return (
-            labelled_clips("train", **transforms),
-            labelled_clips("val", resize=resize) if with_val else None,
+            labelled_clips("train", hyper.unlabelled_box_rest, **transforms),
+            labelled_clips("val", False, resize=resize) if with_val else None,
         )
     directory = config.data_dir / name
     return (

@@ -85,6 +85,14 @@ def train_command(
     loss: Annotated[
         str | None, typer.Option(help=f"{' | '.join(LOSSES)}; default: the paper's")
     ] = None,
+    unlabelled_box_rest: Annotated[
+        bool | None,
+        typer.Option(
+            "--unlabelled-box-rest/--background-box-rest",
+            help="drone-ir: leave a box's pixels outside its pseudo-mask out of the loss "
+            "(default: background)",
+        ),
+    ] = None,
     compile: Annotated[bool, typer.Option(help="torch.compile the training step")] = False,
     channels_last: Annotated[bool, typer.Option(help="NHWC weights and batches")] = False,
     limit: Annotated[int | None, typer.Option(help="first N images per split (smoke runs)")] = None,
@@ -115,6 +123,7 @@ def train_command(
         freeze_backbone=freeze_backbone,
         hard_negatives=hard_negatives,
         loss=loss,
+        unlabelled_box_rest=unlabelled_box_rest,
         compile=compile,
         channels_last=channels_last,
         limit=limit,

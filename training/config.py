@@ -37,6 +37,7 @@ class TrainConfig:
     freeze_backbone: bool | None = None  # STD2Net: train the temporal head on a fixed backbone
     hard_negatives: float | None = None  # share of crops on mined false alarms (hard_negatives)
     loss: str | None = None  # a name of LOSSES; default: the paper's
+    unlabelled_box_rest: bool | None = None  # drone-ir: box pixels off the pseudo-mask unlabelled
     limit: int | None = None  # first N images of each split (smoke runs and tests)
     epoch_size: int | None = None  # synthesized windows per epoch (sequences only)
     device: str = "auto"
@@ -80,6 +81,7 @@ class Hyper:
     freeze_backbone: bool = False
     hard_negatives: float = 0.0  # these two added in session 7: absent in older checkpoints
     loss: str | None = None  # None: the recipe's
+    unlabelled_box_rest: bool = False  # added in session 12: absent in older checkpoints
 
 
 TRAJECTORY_FIELDS = tuple(f.name for f in fields(Hyper))

@@ -14,9 +14,12 @@ def soft_iou_loss(
     """1 - (sum p*g + 1) / (sum p + sum g - sum p*g + 1) on p = sigmoid(logits).
 
     SD2Net and STD2Net sum over the whole batch as one set (``per_sample=False``); LRRNet sums per
-    sample and averages the per-sample IoUs.
+    sample and averages the per-sample IoUs. Pixels whose mask is ``data.datasets.UNLABELLED``
+    (negative) count neither way: their p and g are taken as 0.
     """
-    prob = torch.sigmoid(logits.float())
+    labelled = mask >= 0
+    prob = torch.sigmoid(logits.float()) * labelled
+    mask = mask * labelled
     dims = tuple(range(1, prob.dim())) if per_sample else tuple(range(prob.dim()))
     intersection = (prob * mask).sum(dims)
     union = prob.sum(dims) + mask.sum(dims) - intersection
