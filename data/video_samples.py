@@ -77,6 +77,5 @@ def video_samples(
     single frames, or ``window``-frame windows ending at that frame."""
     samples: list[Sample] = []
     for name in list_clips(split, data_dir)[:limit]:
-        clip = load_clip(name, data_dir)
-        samples.extend(clip_samples(clip, stride, window, unlabelled_box_rest))
+        samples.extend(clip_samples(load_clip(name, data_dir), stride, window, unlabelled_box_rest))
     return samples

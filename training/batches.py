@@ -83,7 +83,7 @@ def _part(
         window = frames if frames > 1 else None
 
         def labelled_clips(
-            split: str, unlabelled_box_rest: bool, **options: Any
+            split: str, unlabelled_box_rest: bool = False, **options: Any
         ) -> InMemorySamples:
             samples = video_samples(
                 split,
@@ -96,7 +96,7 @@ def _part(
 
         return (
             labelled_clips("train", hyper.unlabelled_box_rest, **transforms),
-            labelled_clips("val", False, resize=resize) if with_val else None,
+            labelled_clips("val", resize=resize) if with_val else None,
         )
     directory = config.data_dir / name
     return (
