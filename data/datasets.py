@@ -37,6 +37,7 @@ HOLDOUT_SEED = 0
 HOLDOUT_FRACTION = 0.1
 UNLABELLED = -1  # a mask value: pixels of unknown label (losses leave them out, metrics count
 # them as background), e.g. the rest of a box around its pseudo-mask (data.pseudo_masks)
+TARGET_CROPS = 0.75  # the share of training crops centred near a target pixel, unless chosen
 
 
 def data_parts(data: str) -> list[str]:
@@ -112,8 +113,9 @@ class FrameSamples(Dataset[Sample]):
     Gaussian sensor noise (sigma 0..0.02), clipped to [0, 1]: other cameras calibrate and amplify
     differently. Drawn from ``(seed, epoch, index)`` too.
     ``crop`` (training only) cuts a random ``crop x crop`` window at native scale (after ``resize``
-    if both are given), centred near a random target pixel three times in four so that few-pixel
-    targets are seen at the size the service sees them; frames smaller than the crop are padded
+    if both are given), centred near a random target pixel in a share ``target_crops`` of the draws
+    (default three in four; uniform otherwise) so that few-pixel targets are seen at the size the
+    service sees them; frames smaller than the crop are padded
     by edge replication (mask padded with background). Drawn from ``(seed, epoch, index)`` too.
     With ``hard_negatives`` set (:mod:`training.hard_negatives`), a share of a sample's crops is
     centred near one of the false alarms mined on it instead.
@@ -126,11 +128,13 @@ class FrameSamples(Dataset[Sample]):
         seed: int = 0,
         crop: int | None = None,
         jitter: bool = False,
+        target_crops: float = TARGET_CROPS,
     ) -> None:
         self.resize = resize
         self.augment = augment
         self.seed = seed
         self.crop = crop
+        self.target_crops = target_crops
         self.jitter = jitter
         self.epoch = 0
         # training.hard_negatives: sample name -> false alarms (row, col) as fractions of the
@@ -214,7 +218,7 @@ class FrameSamples(Dataset[Sample]):
         height, width = mask.shape
         rows, cols = np.nonzero(mask > 0)
         centre = hard
-        if centre is None and len(rows) and rng.random() < 0.75:
+        if centre is None and len(rows) and rng.random() < self.target_crops:
             pick = rng.integers(len(rows))
             centre = int(rows[pick]), int(cols[pick])
         if centre is not None:

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from data.datasets import HOLDOUT_FRACTION, IRSTDDataset, list_split, read_gray, read_mask
+from data.datasets import (
+    HOLDOUT_FRACTION,
+    InMemorySamples,
+    IRSTDDataset,
+    list_split,
+    read_gray,
+    read_mask,
+)
 from data.paths import DATA_DIR
 
 NUDT = DATA_DIR / "nudt-sirst"
@@ -148,3 +155,18 @@ def test_colour_files_become_one_channel_and_target_free_masks_are_empty() -> No
         sample["image"].shape[1:]
         == read_gray(SIRST_V2 / "images" / dataset.file_names[index]).shape
     )
+
+
+def test_crops_centre_near_a_target_in_the_asked_share_of_draws() -> None:
+    mask = np.zeros((256, 256), bool)
+    mask[200:203, 30:33] = True  # a 3 px target: a uniform 32 px crop holds it ~1 time in 40
+    frame = np.where(mask, 250, 40).astype(np.uint8)
+    samples = [(f"frame-{i}", frame, mask) for i in range(200)]
+
+    def with_target(share: float) -> int:
+        dataset = InMemorySamples(samples, crop=32, seed=3, target_crops=share)
+        return sum(bool(dataset[i]["mask"].any()) for i in range(len(samples)))
+
+    assert with_target(1.0) == 200
+    assert 30 <= with_target(0.25) <= 75
+    assert with_target(0.0) < 20

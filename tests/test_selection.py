@@ -1,6 +1,7 @@
 """irtrack select: a run's snapshots scored on a validation split, the best kept as its weights."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from models.registry import build_model, model_info
 from models.weights import load_weights, read_metadata, save_weights
 from training.config import Hyper
 from training.loop import BEST_WEIGHTS, SNAPSHOTS, weights_metadata
-from training.selection import SELECTION_LOG
+from training.selection import SELECTION_LOG, TARGET_FREE_FIGURE
 
 
 def test_selection_by_video_keeps_the_snapshot_that_finds_targets_not_the_earliest(
@@ -60,3 +61,74 @@ def test_selection_refuses_a_run_without_snapshots_and_an_unknown_method(tmp_pat
     assert result.exit_code == 2 and "--snapshot-every" in result.output
     result = irtrack(["select", tmp_path, "--by", "luck"])
     assert result.exit_code == 2 and "pixels or video" in result.output
+
+
+def target_free_run(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A run over two real target-free SIRST-v2 val frames, with two snapshots: epoch 1 the
+    shipped default with its output negated (the sky becomes one false target per frame), epoch 2
+    the default as shipped (which reports nothing on these two). Returns (run, data_dir, shipped
+    weights)."""
+    source = require_path(DATA_DIR / "sirst-v2", "the SIRST-v2 images (shared/data/sirst-v2)")
+    names = ["S7_60", "S7_8"]
+    data_dir = tmp_path / "data"
+    for folder in ("images", "masks"):
+        (data_dir / "sirst-v2" / folder).mkdir(parents=True)
+        for name in names:
+            (data_dir / "sirst-v2" / folder / f"{name}.png").symlink_to(
+                source / folder / f"{name}.png"
+            )
+    (data_dir / "sirst-v2" / "splits").mkdir()
+    for split in ("train", "val"):
+        (data_dir / "sirst-v2" / "splits" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    shipped = model_info("sd2net").default_weights_path
+    assert shipped is not None
+    hyper = replace(Hyper(**json.loads(read_metadata(shipped)["hyper"])), data="sirst-v2")
+    run = tmp_path / "run"
+    model = build_model("sd2net")
+    load_weights(model, shipped)
+    with torch.no_grad():
+        model.head.out.weight.neg_()
+    save_weights(model, run / SNAPSHOTS / "epoch-0001.safetensors", weights_metadata(hyper, 1))
+    load_weights(model, shipped)
+    save_weights(model, run / SNAPSHOTS / "epoch-0002.safetensors", weights_metadata(hyper, 2))
+    return run, data_dir, shipped
+
+
+def test_the_target_free_gate_refuses_snapshots_with_more_false_alarms_than_its_weights(
+    tmp_path: Path,
+):
+    run, data_dir, shipped = target_free_run(tmp_path)
+    select = ["select", run, "--data-dir", data_dir, "--device", "cpu"]
+
+    ungated = irtrack(select)  # no targets: mIoU ties, and the earliest snapshot wins
+    assert ungated.exit_code == 0, ungated.output
+    assert read_metadata(run / BEST_WEIGHTS)["epoch"] == "1"
+
+    gated = irtrack([*select, "--target-free-gate", shipped])
+    assert gated.exit_code == 0, gated.output
+    entry = json.loads((run / SELECTION_LOG).read_text().splitlines()[-1])
+    negated, as_shipped = entry["scores"]
+    assert negated["refused"] and not as_shipped["refused"]
+    assert negated[TARGET_FREE_FIGURE] == 1.0 and entry["gate"][TARGET_FREE_FIGURE] == 0.0
+    assert as_shipped[TARGET_FREE_FIGURE] == 0.0
+    facts = read_metadata(run / BEST_WEIGHTS)
+    assert facts["epoch"] == "2" and str(shipped) in facts["target_free_gate"]
+
+    (run / SNAPSHOTS / "epoch-0002.safetensors").unlink()
+    (run / BEST_WEIGHTS).unlink()
+    refused = irtrack([*select, "--target-free-gate", shipped])
+    assert refused.exit_code == 1 and "none kept" in refused.output
+    assert not (run / BEST_WEIGHTS).exists()
+
+
+def test_the_target_free_gate_is_for_single_frame_models(tmp_path: Path):
+    shipped = model_info("std2net").default_weights_path
+    assert shipped is not None
+    hyper = Hyper(**json.loads(read_metadata(shipped)["hyper"]))
+    save_weights(
+        build_model("std2net"),
+        tmp_path / SNAPSHOTS / "epoch-0001.safetensors",
+        weights_metadata(hyper, 1),
+    )
+    result = irtrack(["select", tmp_path, "--target-free-gate", shipped])
+    assert result.exit_code == 2 and "single frames" in result.output

@@ -260,3 +260,11 @@ def test_the_per_sample_loss_makes_a_target_free_crops_false_alarms_count():
     assert rise("soft-iou-mixed") == pytest.approx((batch_rise + sample_rise) / 2)
     with pytest.raises(ValueError, match="unknown loss"):
         resolve(tiny_run(Path("unused"), loss="focal"))
+
+
+def test_the_target_crop_share_is_a_share_and_needs_crops(tmp_path):
+    with pytest.raises(ValueError, match="needs --crop"):
+        resolve(tiny_run(tmp_path, target_crops=0.25))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        resolve(tiny_run(tmp_path, target_crops=1.5, crop=32))
+    assert resolve(tiny_run(tmp_path, target_crops=0.25, crop=32)).target_crops == 0.25

@@ -76,6 +76,7 @@ def _part(
         "augment": hyper.augment,
         "seed": seed,
         "crop": hyper.crop,
+        "target_crops": hyper.target_crops,
         "jitter": hyper.jitter,
     }
     if name == DRONE_IR:

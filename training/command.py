@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from data.datasets import TARGET_CROPS
 from data.paths import DATA_DIR
 from training.config import TrainConfig
 from training.loop import train
@@ -82,6 +83,13 @@ def train_command(
             "start (needs --crop)"
         ),
     ] = None,
+    target_crops: Annotated[
+        float | None,
+        typer.Option(
+            help="share of the crops centred near a target (needs --crop; default "
+            f"{TARGET_CROPS}); the rest are uniform"
+        ),
+    ] = None,
     loss: Annotated[
         str | None, typer.Option(help=f"{' | '.join(LOSSES)}; default: the paper's")
     ] = None,
@@ -122,6 +130,7 @@ def train_command(
         ema=ema,
         freeze_backbone=freeze_backbone,
         hard_negatives=hard_negatives,
+        target_crops=target_crops,
         loss=loss,
         unlabelled_box_rest=unlabelled_box_rest,
         compile=compile,

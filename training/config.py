@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from data.datasets import IMAGE_DATASETS, data_parts
+from data.datasets import IMAGE_DATASETS, TARGET_CROPS, data_parts
 from data.paths import DATA_DIR
 from data.synthesis import SEQUENCE_DATA
 from data.video import DRONE_IR
@@ -36,6 +36,7 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights (validated)
     freeze_backbone: bool | None = None  # STD2Net: train the temporal head on a fixed backbone
     hard_negatives: float | None = None  # share of crops on mined false alarms (hard_negatives)
+    target_crops: float | None = None  # share of crops centred near a target (default 0.75)
     loss: str | None = None  # a name of LOSSES; default: the paper's
     unlabelled_box_rest: bool | None = None  # drone-ir: box pixels off the pseudo-mask unlabelled
     limit: int | None = None  # first N images of each split (smoke runs and tests)
@@ -82,6 +83,7 @@ class Hyper:
     hard_negatives: float = 0.0  # these two added in session 7: absent in older checkpoints
     loss: str | None = None  # None: the recipe's
     unlabelled_box_rest: bool = False  # added in session 12: absent in older checkpoints
+    target_crops: float = TARGET_CROPS  # added in session 14: older runs all used the default
 
 
 TRAJECTORY_FIELDS = tuple(f.name for f in fields(Hyper))
@@ -151,6 +153,12 @@ def resolve(config: TrainConfig, stored: Hyper | None = None) -> Hyper:
         raise ValueError(
             f"--hard-negatives is a share of the crops in [0, 1), got {hyper.hard_negatives}"
         )
+    if not 0.0 <= hyper.target_crops <= 1.0:
+        raise ValueError(
+            f"--target-crops is a share of the crops in [0, 1], got {hyper.target_crops}"
+        )
+    if hyper.target_crops != TARGET_CROPS and hyper.crop is None:
+        raise ValueError("--target-crops chooses where crops are centred: it needs --crop")
     if hyper.hard_negatives and hyper.crop is None:
         raise ValueError("--hard-negatives centres crops on false alarms: it needs --crop")
     if hyper.hard_negatives and not config.resume and config.init_weights is None:
