@@ -16,7 +16,7 @@ from models.weights import load_weights, read_metadata, save_weights
 from training.checkpoints import CHECKPOINT
 from training.config import TrainConfig, resolve
 from training.loop import BEST_WEIGHTS, LOG, SNAPSHOTS, earlier_stages, train
-from training.losses import lrrnet_loss, soft_iou_loss
+from training.losses import hard_background_loss, lrrnet_loss, soft_iou_loss
 from training.recipes import LOSSES, multistep_schedule, poly_schedule, step_schedule
 
 needs_data = pytest.mark.skipif(
@@ -260,6 +260,26 @@ def test_the_per_sample_loss_makes_a_target_free_crops_false_alarms_count():
     assert rise("soft-iou-mixed") == pytest.approx((batch_rise + sample_rise) / 2)
     with pytest.raises(ValueError, match="unknown loss"):
         resolve(tiny_run(Path("unused"), loss="focal"))
+
+
+def test_the_hard_background_loss_pushes_a_saturated_false_alarm_that_soft_iou_leaves():
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[0, 0, 2:5, 2:5] = 1.0  # a 3 x 3 target in the first crop
+    mask[1, 0, :, 8:] = UNLABELLED  # the second crop's right half has no label
+    logits = torch.where(mask > 0, 9.0, -9.0)
+    logits[0, 0, 12, 12] = 9.0  # a confident false alarm far from the target
+    logits[0, 0, 6, 6] = 9.0  # one 2 px from the target: inside the guard band (coarse outlines)
+    logits[1, 0, 3, 12] = 9.0  # in the unlabelled half
+    logits.requires_grad_(True)
+
+    soft_iou_grad = torch.autograd.grad(soft_iou_loss(logits, mask), logits)[0]
+    background_grad = torch.autograd.grad(hard_background_loss(logits, mask, pixels=4), logits)[0]
+    assert background_grad[0, 0, 12, 12] > 1000 * soft_iou_grad[0, 0, 12, 12] > 0
+    assert background_grad[0, 0, 6, 6] == 0 and background_grad[1, 0, 3, 12] == 0
+    assert (background_grad[mask > 0] == 0).all()  # targets are never pushed towards background
+    clean = torch.where(mask > 0, 9.0, -9.0)
+    assert hard_background_loss(clean, mask) < 1e-3 < hard_background_loss(logits.detach(), mask)
+    assert "soft-iou-hard-background" in LOSSES
 
 
 def test_the_target_crop_share_is_a_share_and_needs_crops(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.lrrnet import LRRNet
@@ -63,6 +64,41 @@ def mixed_segmentation_step(
     form alone made SD2Net miss a plain 3x3 target in noise)."""
     logits = model(image)
     return 0.5 * (soft_iou_loss(logits, mask) + soft_iou_loss(logits, mask, per_sample=True))
+
+
+HARD_BACKGROUND_PIXELS = 16  # per crop: its most confident background pixels
+HARD_BACKGROUND_GUARD = 3  # px around a labelled target that count as neither (coarse outlines)
+HARD_BACKGROUND_WEIGHT = 0.1
+
+
+def hard_background_loss(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    pixels: int = HARD_BACKGROUND_PIXELS,
+    guard: int = HARD_BACKGROUND_GUARD,
+) -> torch.Tensor:
+    """Binary cross-entropy, against "background", of each crop's ``pixels`` highest logits among
+    its background pixels (more than ``guard`` px from a target, not UNLABELLED), averaged.
+
+    A confident false alarm has a saturated sigmoid, so SoftIoU, which sees probabilities, gives
+    its logits almost no gradient (p (1 - p) ~ 0 at p ~ 1): training does not unlearn it. Cross-
+    entropy on the logits pushes it with the full p."""
+    near_target = F.max_pool2d((mask > 0).float(), 2 * guard + 1, stride=1, padding=guard) > 0
+    background = (mask >= 0) & ~near_target
+    candidates = logits.float().masked_fill(~background, float("-inf")).flatten(1)
+    hardest = candidates.topk(min(pixels, candidates.shape[1]), dim=1).values
+    present = torch.isfinite(hardest)  # a crop with fewer background pixels than ``pixels``
+    bce = F.softplus(hardest.masked_fill(~present, 0.0))  # -log(1 - sigmoid(logit))
+    return (bce * present).sum() / present.sum().clamp_min(1)
+
+
+def hard_background_segmentation_step(
+    model: nn.Module, image: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """SD2Net's batch-global SoftIoU plus ``HARD_BACKGROUND_WEIGHT`` times the cross-entropy of
+    each crop's most confident background pixels (``hard_background_loss``)."""
+    logits = model(image)
+    return soft_iou_loss(logits, mask) + HARD_BACKGROUND_WEIGHT * hard_background_loss(logits, mask)
 
 
 def lrrnet_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from training.losses import (
+    hard_background_segmentation_step,
     lrrnet_step,
     mixed_segmentation_step,
     per_sample_segmentation_step,
@@ -53,6 +54,7 @@ LOSSES: dict[str, TrainStep] = {  # --loss: a training step (forward + loss) by 
     "soft-iou": segmentation_step,  # SD2Net's and STD2Net's: over the batch as one set
     "soft-iou-per-sample": per_sample_segmentation_step,
     "soft-iou-mixed": mixed_segmentation_step,  # the mean of the two above
+    "soft-iou-hard-background": hard_background_segmentation_step,  # + BCE of confident false px
     "lrrnet": lrrnet_step,
 }
 
