@@ -1,5 +1,6 @@
 """Learning curves from training logs (``log.jsonl`` of ``irtrack train``): validation mIoU per
-epoch and against the hours the training loop ran, one line per run."""
+epoch and against the hours the training loop ran, one line per run; and the figures of every
+snapshot ``irtrack select`` scored (its ``selection.jsonl``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
+
+TARGET_FREE_FIGURE = "target_free_fa_per_frame"  # a selection log's false alarms per empty frame
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -62,4 +65,37 @@ def curves_table(runs: dict[str, Path]) -> str:
         lines.append(
             f"| {label} | {len(entries)} | {miou[best]:.2f} | {epochs[best]} | {hours[best]:.2f} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def selection_table(runs: dict[str, Path]) -> str:
+    """Markdown: per run, each snapshot's val figures, false alarms per target-free frame and
+    verdict, under a row for the gate's weights (their val figures where the log has them), from
+    the last selection of its log."""
+    lines = [
+        "| run | weights | val mIoU % | val Pd % | val Fa (1e-6) | FA / target-free val frame "
+        "| verdict |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for label, log in runs.items():
+        selection = read_log(log)[-1]
+        gate = selection.get("gate") or {}
+        rows = [(f"gate: `{Path(gate['weights']).name}`", gate, "-")] if gate else []
+        best_epoch = (selection.get("best") or {}).get("epoch")
+        for score in selection["scores"]:
+            verdict = "refused" if score.get("refused") else "passed" if gate else "-"
+            if score["epoch"] == best_epoch:
+                verdict = f"{verdict}, kept as best" if gate else "kept as best"
+            rows.append((f"epoch {score['epoch']}", score, verdict))
+        for weights, figures, verdict in rows:
+            free = figures.get(TARGET_FREE_FIGURE)
+            lines.append(
+                f"| {label} | {weights} | {_percent(figures.get('mIoU'))} "
+                f"| {_percent(figures.get('Pd'))} | {_percent(figures.get('Fa'))} "
+                f"| {'-' if free is None else f'{free:.3f}'} | {verdict} |"
+            )
     return "\n".join(lines) + "\n"

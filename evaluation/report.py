@@ -16,7 +16,7 @@ from data.paths import DATA_DIR
 from data.pseudo_masks import examples_png
 from data.synthesis import SEQUENCE_DATA, fixed_eval_set
 from data.video import DRONE_IR, load_clips
-from evaluation.curves import curves_table, plot_learning_curves
+from evaluation.curves import curves_table, plot_learning_curves, selection_table
 from evaluation.headline import headline_table, read_reports
 from evaluation.images import evaluate
 from evaluation.sequences import evaluate_on_clips
@@ -234,18 +234,42 @@ def curves_command(
     title: str = typer.Option("", help="the plot's title"),
 ) -> None:
     """Learning curves: validation mIoU per epoch and per hour of training, one line per run."""
-    runs = {}
-    for entry in run:
-        label, separator, path = entry.partition("=")
-        if not separator or not Path(path).is_file():
-            raise typer.BadParameter(f"--run {entry!r}: expected LABEL=PATH of a log.jsonl")
-        runs[label] = Path(path)
+    runs = _labelled_paths(run, "log.jsonl")
     plot_learning_curves(runs, png, title)
     table = curves_table(runs)
     if markdown is not None:
         markdown.write_text(
             f"Written by `irtrack report curves` from the training logs; plot: `{png.name}`.\n\n"
             + table
+        )
+    typer.echo(table)
+
+
+def _labelled_paths(entries: list[str], what: str) -> dict[str, Path]:
+    """``LABEL=PATH`` options as {label: path}; a clear error for a malformed one or a missing file."""
+    paths = {}
+    for entry in entries:
+        label, separator, path = entry.partition("=")
+        if not separator or not Path(path).is_file():
+            raise typer.BadParameter(f"--run {entry!r}: expected LABEL=PATH of a {what}")
+        paths[label] = Path(path)
+    return paths
+
+
+@report_app.command("selections")
+def selections_command(
+    run: list[str] = typer.Option(
+        ..., help="LABEL=PATH of a selection log (irtrack select's selection.jsonl); repeat"
+    ),
+    markdown: Path | None = typer.Option(None, help="also write the table here"),
+) -> None:
+    """Every snapshot irtrack select scored: val figures, target-free false alarms, verdict."""
+    table = selection_table(_labelled_paths(run, "selection.jsonl"))
+    if markdown is not None:
+        markdown.write_text(
+            "Written by `irtrack report selections` from the selection logs of `irtrack select` "
+            "(val splits only; false alarms per target-free SIRST-v2 val frame at threshold 0.5, "
+            "native size).\n\n" + table
         )
     typer.echo(table)
 

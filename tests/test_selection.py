@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from cli_support import irtrack
 from conftest import require_path
@@ -113,6 +114,20 @@ def test_the_target_free_gate_refuses_snapshots_with_more_false_alarms_than_its_
     assert as_shipped[TARGET_FREE_FIGURE] == 0.0
     facts = read_metadata(run / BEST_WEIGHTS)
     assert facts["epoch"] == "2" and str(shipped) in facts["target_free_gate"]
+    table = tmp_path / "selections.md"
+    report = ["report", "selections", "--run", f"gated={run / SELECTION_LOG}"]
+    reported = irtrack([*report, "--markdown", table])
+    assert reported.exit_code == 0, reported.output
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| gated |")]
+    gate = entry["gate"]  # the gate's weights scored on the run's val data too
+    assert rows[0].endswith(
+        f"| gate: `{shipped.name}` | {gate['mIoU']:.2f} | {gate['Pd']:.2f} | {gate['Fa']:.2f} "
+        "| 0.000 | - |"
+    )
+    same_weights = {key: as_shipped[key] for key in ("mIoU", "nIoU", "Pd", "Fa")}
+    assert {key: gate[key] for key in same_weights} == pytest.approx(same_weights, nan_ok=True)
+    assert rows[1].startswith("| gated | epoch 1 |") and rows[1].endswith("| 1.000 | refused |")
+    assert rows[2].endswith("| 0.000 | passed, kept as best |") and len(rows) == 3
 
     (run / SNAPSHOTS / "epoch-0002.safetensors").unlink()
     (run / BEST_WEIGHTS).unlink()

@@ -35,6 +35,7 @@ from torch import nn
 from data.datasets import InMemorySamples, IRSTDDataset
 from data.paths import DATA_DIR
 from data.video import load_clips
+from evaluation.curves import TARGET_FREE_FIGURE
 from evaluation.images import score_samples
 from evaluation.video import FA_BUDGET, SMALL, evaluate_model, pd_within_budget, stream_runner
 from frames.postprocess import DEFAULT_THRESHOLD
@@ -51,7 +52,6 @@ VIDEO_FRAMES_PER_CLIP = 30
 PIXEL_FIGURES = ("mIoU", "nIoU", "Pd", "Fa")
 SelectBy = Literal["pixels", "video"]
 TARGET_FREE_DATA = "sirst-v2"  # its val split has target-free frames of real skies
-TARGET_FREE_FIGURE = "target_free_fa_per_frame"
 
 
 class SelectionRefused(ValueError):
@@ -171,7 +171,12 @@ def select_snapshot(
             )
         target_free = target_free_scorer(data_dir, device)
         load_weights(model, target_free_gate)
-        gate = {"weights": str(target_free_gate), TARGET_FREE_FIGURE: target_free(model)}
+        _, gate_figures = score(model)  # the gate's weights on the same val data, for comparison
+        gate = {
+            "weights": str(target_free_gate),
+            **gate_figures,
+            TARGET_FREE_FIGURE: target_free(model),
+        }
         typer.echo(f"gate: {json.dumps(gate)}", err=True)
     scores: list[dict[str, Any]] = []
     best_key: tuple[float, ...] | None = None
