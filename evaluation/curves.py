@@ -9,6 +9,8 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+from evaluation.tables import figure_cell
+
 TARGET_FREE_FIGURE = "target_free_fa_per_frame"  # a selection log's false alarms per empty frame
 
 
@@ -68,10 +70,6 @@ def curves_table(runs: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def selection_table(runs: dict[str, Path]) -> str:
     """Markdown: per run, each snapshot's val figures, false alarms per target-free frame and
     verdict, under a row for the gate's weights (their val figures where the log has them), from
@@ -92,10 +90,7 @@ def selection_table(runs: dict[str, Path]) -> str:
                 verdict = f"{verdict}, kept as best" if gate else "kept as best"
             rows.append((f"epoch {score['epoch']}", score, verdict))
         for weights, figures, verdict in rows:
-            free = figures.get(TARGET_FREE_FIGURE)
-            lines.append(
-                f"| {label} | {weights} | {_percent(figures.get('mIoU'))} "
-                f"| {_percent(figures.get('Pd'))} | {_percent(figures.get('Fa'))} "
-                f"| {'-' if free is None else f'{free:.3f}'} | {verdict} |"
-            )
+            cells = [figure_cell(figures.get(name), "{:.2f}") for name in ("mIoU", "Pd", "Fa")]
+            free = figure_cell(figures.get(TARGET_FREE_FIGURE), "{:.3f}")
+            lines.append(f"| {label} | {weights} | {' | '.join(cells)} | {free} | {verdict} |")
     return "\n".join(lines) + "\n"

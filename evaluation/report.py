@@ -21,6 +21,7 @@ from evaluation.headline import headline_table, read_reports
 from evaluation.images import evaluate
 from evaluation.sequences import evaluate_on_clips
 from evaluation.sequences import markdown_table as sequence_table
+from evaluation.tables import figure_cell
 from evaluation.video import markdown_table as video_table
 from evaluation.video import video_floor_figures
 from models.weights import WEIGHTS_DIR, file_sha256, read_metadata
@@ -54,10 +55,6 @@ def _training_facts(weights: str) -> dict[str, Any]:
     return {**metadata, "hyper": hyper}
 
 
-def _figure(value: float | None, template: str) -> str:
-    return "-" if value is None else template.format(value)
-
-
 def accuracy_table(results: list[dict[str, Any]]) -> str:
     """Markdown: one row per eval result, naming its weights file, and the paper's figures on a
     row under the first result of each (model, dataset) where published."""
@@ -70,7 +67,7 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
     ]
     quoted: set[tuple[str, str]] = set()
     for result in results:
-        cells = [_figure(result[name], template) for name, template in COLUMNS]
+        cells = [figure_cell(result[name], template) for name, template in COLUMNS]
         lines.append(
             f"| {result['model']} (ours: `{Path(result['weights']).stem}`) | "
             f"{result['dataset']} {result['split']} | {result['images']} | {' | '.join(cells)} | "
@@ -81,7 +78,7 @@ def accuracy_table(results: list[dict[str, Any]]) -> str:
         paper = PAPER_FIGURES.get(pair)
         if paper and pair not in quoted:
             quoted.add(pair)
-            cells = [_figure(paper.get(name), template) for name, template in COLUMNS]
+            cells = [figure_cell(paper.get(name), template) for name, template in COLUMNS]
             lines.append(
                 f"| {result['model']} (paper) | {result['dataset']} test | | {' | '.join(cells)} "
                 "| - | - | published (best epoch picked on the test split) |"

@@ -34,6 +34,7 @@ from data.synthesis import Sequence as Clip
 from evaluation.images import EvaluationError, json_safe, load_scored_model
 from evaluation.machine import describe_machine
 from evaluation.metrics import DEFAULT_THRESHOLD, SegmentationMetrics
+from evaluation.tables import figure_cell
 from frames.postprocess import sigmoid
 from models.devices import resolve_device
 from models.padding import SizedModel, run_padded
@@ -157,10 +158,6 @@ def evaluate_on_clips(
     return {"model": name, **entry, **score_clips(detector, clips, threshold)}
 
 
-def _figure(value: float | None, template: str) -> str:
-    return "-" if value is None else template.format(value)
-
-
 def clip_table(
     clips: Sequence[str],
     results: Mapping[str, Any],
@@ -182,7 +179,7 @@ def clip_table(
 
 def _clip_cell(result: dict[str, Any], clip: str) -> str:
     figures = result["clips"][clip]
-    return f"{_figure(figures['Pd'], '{:.1f}')} / {figures['fa_per_frame']:.3f}"
+    return f"{figure_cell(figures['Pd'], '{:.1f}')} / {figures['fa_per_frame']:.3f}"
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -198,7 +195,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     ]
     for name, result in results.items():
         sha = result["weights_sha256"]
-        matched = " | ".join(_figure(row["Pd"], "{:.2f}") for row in result["matched"])
+        matched = " | ".join(figure_cell(row["Pd"], "{:.2f}") for row in result["matched"])
         lines.append(
             f"| {name} | {sha[:12] if sha else result['weights']} | {matched} "
             f"| {result['roc_auc']:.3f} | {result['mIoU']:.2f} | {result['Pd']:.2f} "

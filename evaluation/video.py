@@ -63,6 +63,7 @@ from evaluation.sequences import (
     load_sequence_model,
     pd_at_matched_false_alarms,
 )
+from evaluation.tables import figure_cell
 from evaluation.tracks import summarize
 from frames.postprocess import (
     DEFAULT_MIN_AREA,
@@ -348,10 +349,6 @@ def pd_within_budget(group: Mapping[str, Any], limit: float = FA_BUDGET) -> floa
     return next(row["Pd"] for row in group["matched"] if row["fa_per_frame_limit"] == limit)
 
 
-def _figure(value: float | None, template: str) -> str:
-    return "-" if value is None else template.format(value)
-
-
 def markdown_table(report: Mapping[str, Any]) -> str:
     """One row per model and group: Pd and false alarms at the operating threshold, Pd at
     matched false-alarm budgets, tracking; a line naming data, weights, date and machine."""
@@ -366,7 +363,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     for name, result in models.items():
         for group, figures in result["groups"].items():
             tracking = figures["tracking"]
-            matched = " | ".join(_figure(row["Pd"], "{:.1f}") for row in figures["matched"])
+            matched = " | ".join(figure_cell(row["Pd"], "{:.1f}") for row in figures["matched"])
             lines.append(
                 f"| {name} | {group} | {figures['Pd']:.1f} | {figures['fa_per_frame']:.3f} | "
                 f"{matched} | {tracking['mota']:.3f} | {tracking['idf1']:.3f} | "
