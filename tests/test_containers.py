@@ -47,6 +47,7 @@ import httpx
 import numpy as np
 import pytest
 import redis
+import redis.asyncio
 import torch
 import yaml
 from conftest import require_path
@@ -71,7 +72,7 @@ from cli.demo import DEMO_CLIP, VIDEO_DIR
 from clients.sources import open_source
 from service.codecs import decode_rle
 from service.settings import Settings
-from service.transport.redis_wire import RedisKeys
+from service.transport.redis_wire import RedisKeys, live_workers
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
 
@@ -90,6 +91,7 @@ FRAMES_CHECKED = 16  # real 640x512 frames per stream compared with the library'
 # The drill's frames, reduced so that two CPU workers keep up with its eight streams.
 DRILL_SIZE = (160, 128)
 DRILL_PERIOD_S = 0.25
+SETTLED_S = 2.0  # the same shard holders this long before streams start: four lease renewals
 REPORT: list[str] = []
 
 
@@ -421,6 +423,7 @@ class Stack:
         self.keys = RedisKeys(Settings.model_fields["redis_prefix"].default, SHARDS)
         self.binary = podman_compose()
         self.up_to_ready_s = 0.0
+        self._settling: tuple[dict[int, str], float] | None = None  # holders, since when
 
     def compose(self, *args: str, timeout_s: float = 300) -> None:
         environment = {
@@ -473,16 +476,59 @@ class Stack:
             "prometheus", "/-/ready"
         )
 
-    def shard_holders(self) -> dict[int, str]:
-        """shard -> host name of the worker holding its lease."""
+    def lease_holders(self) -> dict[int, str]:
+        """shard -> id of the worker holding its lease (host name:pid:random part)."""
         with redis.Redis(port=self.ports["redis"]) as client:
             holders = [client.get(self.keys.lease(shard)) for shard in range(SHARDS)]
-        return {s: h.decode().split(":")[0] for s, h in enumerate(holders) if h is not None}
+        return {s: h.decode() for s, h in enumerate(holders) if h is not None}
 
-    def balanced(self) -> bool:
-        held = list(self.shard_holders().values())
-        counts = [held.count(worker) for worker in WORKERS]
-        return len(held) == SHARDS and max(counts) - min(counts) <= 1
+    def shard_holders(self) -> dict[int, str]:
+        """shard -> host name of the worker holding its lease."""
+        return {s: holder.split(":")[0] for s, holder in self.lease_holders().items()}
+
+    def settled(self) -> bool:
+        """Every shard held, evenly, by the live workers (registered and connected to Redis, as
+        the workers themselves judge it: a worker restarted under the same host name leaves its
+        dead incarnation's leases behind until they expire), each worker's registration listing
+        the shards it holds; and the same holders for SETTLED_S (several lease renewals)."""
+        holders = self.lease_holders()
+        live = {r["id"]: set(r["shards"]) for r in asyncio.run(self._live_workers())}
+        counts = [sum(h.split(":")[0] == worker for h in holders.values()) for worker in WORKERS]
+        even = (
+            len(holders) == SHARDS
+            and max(counts) - min(counts) <= 1
+            and all(
+                live.get(holder) is not None and shard in live[holder]
+                for shard, holder in holders.items()
+            )
+        )
+        now = time.monotonic()
+        if not even or self._settling is None or self._settling[0] != holders:
+            self._settling = (holders, now) if even else None
+            return False
+        return now - self._settling[1] >= SETTLED_S
+
+    async def _live_workers(self) -> list[dict[str, Any]]:
+        client = redis.asyncio.Redis(port=self.ports["redis"])
+        try:
+            return await live_workers(client, self.keys)
+        finally:
+            await client.aclose()
+
+    def lease_events(self) -> str:
+        """What a mismatch needs to be explained: the workers' restarts and their log lines about
+        shards, leases and Redis (a shard that moved restarts its streams cold)."""
+        lines = []
+        for worker in WORKERS:
+            restarts = self.inspect(worker)["RestartCount"]
+            logs = podman("logs", self.container(worker), check=False)
+            events = [
+                line
+                for line in (logs.stdout + logs.stderr).splitlines()
+                if re.search(r"shard|lease|dead|Redis|stopping|Traceback", line)
+            ]
+            lines += [f"--- {worker}: {restarts} restarts ---", *events[-40:]]
+        return "\n".join(lines)
 
     def logs(self) -> str:
         return "\n".join(
@@ -569,7 +615,7 @@ def drill_stream(stream_id: str, stack: Stack, frames: list[np.ndarray]) -> Stre
 
 def stream_ids_on_each_worker(stack: Stack, per_worker: int, prefix: str) -> dict[str, list[str]]:
     """New stream ids, ``per_worker`` on the shards of each worker, once they share them evenly."""
-    wait_for(stack.balanced, 120, "the workers to share the shards evenly", 0.2)
+    wait_for(stack.settled, 120, "the live workers to share the shards evenly, settled", 0.2)
     return stream_ids_per_owner(stack.shard_holders(), list(WORKERS), per_worker, prefix, SHARDS)
 
 
@@ -647,14 +693,16 @@ def test_the_stack_answers_real_frames_as_the_library_does(
     assert all(a["type"] == "result" for a in expected)
     assert sum(len(a["targets"]) for a in expected) >= len(expected) // 2, "a clip with no target"
     for run in runs:
+        # A stream restarts cold (its tracker confirms later than the library's) only when its
+        # shard moves, which a settled stack has no reason to do: CI saw one restart at seq 1
+        # before the wait above asked for live holders; say why if it happens again.
+        restarted = [e.seq for e in run.exchanges if e.answer.get("reset")]
+        assert not restarted, (run.stream_id, restarted, stack.lease_events())
         for exchange, wanted in zip(run.exchanges, expected, strict=True):
             answer = exchange.answer
             assert answer["type"] == "result", answer
             assert (answer["width"], answer["height"], answer["model"]) == (640, 512, "sd2net")
-            # on a mismatch, say whether the stream restarted (a tracker starting over confirms
-            # later) and what it was given: seen once in a fresh clone (track_id None at seq 2)
-            history = [(e.answer.get("reset"), e.answer.get("seq")) for e in run.exchanges]
-            assert answer["targets"] == wanted["targets"], (run.stream_id, exchange.seq, history)
+            assert answer["targets"] == wanted["targets"], (run.stream_id, exchange.seq)
             assert np.array_equal(decode_rle(answer["mask"]), decode_rle(wanted["mask"]))
     totals = assert_frames_accounted(stack.url("api"))
     assert totals["processed"] >= 2 * len(clip_frames)
