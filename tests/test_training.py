@@ -17,7 +17,14 @@ from training.checkpoints import CHECKPOINT
 from training.config import TrainConfig, resolve
 from training.loop import BEST_WEIGHTS, LOG, SNAPSHOTS, earlier_stages, train
 from training.losses import hard_background_loss, lrrnet_loss, soft_iou_loss
-from training.recipes import LOSSES, multistep_schedule, poly_schedule, step_schedule
+from training.recipes import (
+    HARD_BACKGROUND_LOSS,
+    LOSSES,
+    multistep_schedule,
+    poly_schedule,
+    step_schedule,
+    training_step,
+)
 
 needs_data = pytest.mark.skipif(
     not (DATA_DIR / "nudt-sirst").is_dir() or not (DATA_DIR / "sirst-v2").is_dir(),
@@ -280,6 +287,32 @@ def test_the_hard_background_loss_pushes_a_saturated_false_alarm_that_soft_iou_l
     clean = torch.where(mask > 0, 9.0, -9.0)
     assert hard_background_loss(clean, mask) < 1e-3 < hard_background_loss(logits.detach(), mask)
     assert "soft-iou-hard-background" in LOSSES
+
+
+def test_the_hard_background_weight_scales_only_its_term_and_only_with_its_loss(tmp_path):
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[0, 0, 2:5, 2:5] = 1.0
+    logits = torch.where(mask > 0, 9.0, -9.0)
+    logits[0, 0, 12, 12] = 9.0  # a confident false alarm
+
+    class Fixed(torch.nn.Module):
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return logits
+
+    image = torch.zeros(1, 1, 16, 16)
+    soft_iou = float(soft_iou_loss(logits, mask))
+    term = float(hard_background_loss(logits, mask))
+    for weight in (0.1, 0.3, 1.0):
+        total = float(training_step(HARD_BACKGROUND_LOSS, weight)(Fixed(), image, mask))
+        assert total == pytest.approx(soft_iou + weight * term)
+    assert training_step("soft-iou", 0.3) is LOSSES["soft-iou"]
+
+    chosen = tiny_run(tmp_path, loss=HARD_BACKGROUND_LOSS, hard_background_weight=0.3)
+    assert resolve(chosen).hard_background_weight == 0.3
+    with pytest.raises(ValueError, match="weighs a term of --loss"):
+        resolve(tiny_run(tmp_path, hard_background_weight=0.3))  # sd2net's own loss: soft-iou
+    with pytest.raises(ValueError, match=">= 0"):
+        resolve(replace(chosen, hard_background_weight=-1.0))
 
 
 def test_the_target_crop_share_is_a_share_and_needs_crops(tmp_path):

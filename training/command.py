@@ -11,7 +11,8 @@ from data.datasets import TARGET_CROPS
 from data.paths import DATA_DIR
 from training.config import TrainConfig
 from training.loop import train
-from training.recipes import LOSSES, SCHEDULES
+from training.losses import HARD_BACKGROUND_WEIGHT
+from training.recipes import HARD_BACKGROUND_LOSS, LOSSES, SCHEDULES
 
 
 def train_command(
@@ -93,6 +94,13 @@ def train_command(
     loss: Annotated[
         str | None, typer.Option(help=f"{' | '.join(LOSSES)}; default: the paper's")
     ] = None,
+    hard_background_weight: Annotated[
+        float | None,
+        typer.Option(
+            help=f"weight of the {HARD_BACKGROUND_LOSS} loss's cross-entropy term "
+            f"(default {HARD_BACKGROUND_WEIGHT})"
+        ),
+    ] = None,
     unlabelled_box_rest: Annotated[
         bool | None,
         typer.Option(
@@ -132,6 +140,7 @@ def train_command(
         hard_negatives=hard_negatives,
         target_crops=target_crops,
         loss=loss,
+        hard_background_weight=hard_background_weight,
         unlabelled_box_rest=unlabelled_box_rest,
         compile=compile,
         channels_last=channels_last,

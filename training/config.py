@@ -10,7 +10,8 @@ from data.paths import DATA_DIR
 from data.synthesis import SEQUENCE_DATA
 from data.video import DRONE_IR
 from models.registry import model_info
-from training.recipes import LOSSES, RECIPES, SCHEDULES
+from training.losses import HARD_BACKGROUND_WEIGHT
+from training.recipes import HARD_BACKGROUND_LOSS, LOSSES, RECIPES, SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TrainConfig:
     hard_negatives: float | None = None  # share of crops on mined false alarms (hard_negatives)
     target_crops: float | None = None  # share of crops centred near a target (default 0.75)
     loss: str | None = None  # a name of LOSSES; default: the paper's
+    hard_background_weight: float | None = None  # the hard-background loss's term (default 0.1)
     unlabelled_box_rest: bool | None = None  # drone-ir: box pixels off the pseudo-mask unlabelled
     limit: int | None = None  # first N images of each split (smoke runs and tests)
     epoch_size: int | None = None  # synthesized windows per epoch (sequences only)
@@ -84,6 +86,7 @@ class Hyper:
     loss: str | None = None  # None: the recipe's
     unlabelled_box_rest: bool = False  # added in session 12: absent in older checkpoints
     target_crops: float = TARGET_CROPS  # added in session 14: older runs all used the default
+    hard_background_weight: float = HARD_BACKGROUND_WEIGHT  # added in session 18: likewise
 
 
 TRAJECTORY_FIELDS = tuple(f.name for f in fields(Hyper))
@@ -156,6 +159,14 @@ def resolve(config: TrainConfig, stored: Hyper | None = None) -> Hyper:
     if not 0.0 <= hyper.target_crops <= 1.0:
         raise ValueError(
             f"--target-crops is a share of the crops in [0, 1], got {hyper.target_crops}"
+        )
+    if hyper.hard_background_weight != HARD_BACKGROUND_WEIGHT and (
+        (hyper.loss or RECIPES[hyper.model].loss) != HARD_BACKGROUND_LOSS
+    ):
+        raise ValueError(f"--hard-background-weight weighs a term of --loss {HARD_BACKGROUND_LOSS}")
+    if hyper.hard_background_weight < 0.0:
+        raise ValueError(
+            f"--hard-background-weight must be >= 0, got {hyper.hard_background_weight}"
         )
     if hyper.target_crops != TARGET_CROPS and hyper.crop is None:
         raise ValueError("--target-crops chooses where crops are centred: it needs --crop")

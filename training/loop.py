@@ -54,7 +54,7 @@ from training.checkpoints import (
 )
 from training.config import Hyper, TrainConfig, lr_factor, resolve
 from training.hard_negatives import attach, mined_points
-from training.recipes import LOSSES, RECIPES, TrainStep
+from training.recipes import RECIPES, TrainStep, training_step
 
 BEST_WEIGHTS = "best.safetensors"
 LOG = "log.jsonl"
@@ -142,7 +142,7 @@ def _train(config: TrainConfig) -> TrainResult:
         progress.earlier_stages = earlier_stages(config.init_weights)
     # static shapes: a new batch shape compiles its own graph (dynamic ones hit an inductor error,
     # "cannot determine truth value of Relational", once a process had trained at another size)
-    chosen_step = LOSSES[hyper.loss or recipe.loss]
+    chosen_step = training_step(hyper.loss or recipe.loss, hyper.hard_background_weight)
     step = (
         cast(TrainStep, torch.compile(chosen_step, dynamic=False))
         if config.compile

@@ -93,12 +93,15 @@ def hard_background_loss(
 
 
 def hard_background_segmentation_step(
-    model: nn.Module, image: torch.Tensor, mask: torch.Tensor
+    model: nn.Module,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    weight: float = HARD_BACKGROUND_WEIGHT,
 ) -> torch.Tensor:
-    """SD2Net's batch-global SoftIoU plus ``HARD_BACKGROUND_WEIGHT`` times the cross-entropy of
-    each crop's most confident background pixels (``hard_background_loss``)."""
+    """SD2Net's batch-global SoftIoU plus ``weight`` times the cross-entropy of each crop's most
+    confident background pixels (``hard_background_loss``)."""
     logits = model(image)
-    return soft_iou_loss(logits, mask) + HARD_BACKGROUND_WEIGHT * hard_background_loss(logits, mask)
+    return soft_iou_loss(logits, mask) + weight * hard_background_loss(logits, mask)
 
 
 def lrrnet_step(model: nn.Module, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
 from training.losses import (
+    HARD_BACKGROUND_WEIGHT,
     hard_background_segmentation_step,
     lrrnet_step,
     mixed_segmentation_step,
@@ -50,13 +52,21 @@ SCHEDULES: dict[str, Schedule] = {
     "cosine": cosine_schedule,
 }
 
+HARD_BACKGROUND_LOSS = "soft-iou-hard-background"
 LOSSES: dict[str, TrainStep] = {  # --loss: a training step (forward + loss) by name
     "soft-iou": segmentation_step,  # SD2Net's and STD2Net's: over the batch as one set
     "soft-iou-per-sample": per_sample_segmentation_step,
     "soft-iou-mixed": mixed_segmentation_step,  # the mean of the two above
-    "soft-iou-hard-background": hard_background_segmentation_step,  # + BCE of confident false px
+    HARD_BACKGROUND_LOSS: hard_background_segmentation_step,  # + BCE of confident false px
     "lrrnet": lrrnet_step,
 }
+
+
+def training_step(loss: str, hard_background_weight: float = HARD_BACKGROUND_WEIGHT) -> TrainStep:
+    """The training step of a ``--loss`` name, with the hard-background term's weight bound."""
+    if loss == HARD_BACKGROUND_LOSS:
+        return partial(hard_background_segmentation_step, weight=hard_background_weight)
+    return LOSSES[loss]
 
 
 @dataclass(frozen=True)
